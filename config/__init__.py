@@ -1,0 +1,176 @@
+"""Settings: one Config per environment, read from MYHUG_* environment variables when asked (never at import)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+
+
+class ConfigError(RuntimeError):
+    """The environment does not allow the portal to start safely."""
+
+
+def _flag(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def decode_data_key(text: str) -> bytes:
+    """A data key is 32 random bytes written as URL-safe base64 (as `secrets.token_urlsafe(32)` makes)."""
+    try:
+        key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except ValueError as exc:
+        raise ConfigError("MYHUG_DATA_KEY is not URL-safe base64") from exc
+    if len(key) != 32:
+        raise ConfigError("MYHUG_DATA_KEY must encode exactly 32 bytes (AES-256)")
+    return key
+
+
+def _instance_secret(instance_path: Path, name: str, make) -> str:
+    """Development only: keep a generated secret in instance/ so restarts keep sessions and data readable."""
+    instance_path.mkdir(parents=True, exist_ok=True)
+    path = instance_path / name
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make())
+    return path.read_text().strip()
+
+
+class Config:
+    """Values shared by every environment; `load` reads the environment into a mapping for Flask."""
+
+    ENV_NAME = "base"
+    REQUIRED: tuple[str, ...] = ()
+    SESSION_COOKIE_SECURE = True
+    TESTING = False
+    DEBUG = False
+
+    @classmethod
+    def load(cls, environ: dict[str, str] | None = None, instance_path: str | Path = "instance") -> dict:
+        env = dict(os.environ if environ is None else environ)
+        instance = Path(instance_path)
+        missing = [name for name in cls.REQUIRED if not env.get(name)]
+        if missing:
+            raise ConfigError(f"{cls.ENV_NAME} refuses to start: set {', '.join(missing)}")
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(f"MYHUG_{name}")
+            return default if value in (None, "") else value
+
+        secret_key = get("SECRET_KEY") or cls.default_secret(instance)
+        data_key = get("DATA_KEY") or cls.default_data_key(instance)
+        return {
+            "MYHUG_ENV": cls.ENV_NAME,
+            "TESTING": cls.TESTING,
+            "DEBUG": cls.DEBUG,
+            "SECRET_KEY": secret_key,
+            "DATA_KEY": decode_data_key(data_key),
+            "DATABASE_URL": get("DATABASE_URL") or cls.default_database_url(instance),
+            "BLOB_DIR": get("BLOB_DIR") or str(instance / "blobs"),
+            "PUBLIC_URL": get("PUBLIC_URL", "http://127.0.0.1:5000"),
+            # Mail (Flask-Mail reads MAIL_*).
+            "MAIL_SERVER": get("MAIL_SERVER", "127.0.0.1"),
+            "MAIL_PORT": int(get("MAIL_PORT", "25")),
+            "MAIL_USE_TLS": _flag(get("MAIL_USE_TLS")),
+            "MAIL_USERNAME": get("MAIL_USERNAME"),
+            "MAIL_PASSWORD": get("MAIL_PASSWORD"),
+            "MAIL_DEFAULT_SENDER": get("MAIL_SENDER", "myHUG <myhug@hcuge.ch>"),
+            "SUPPORT_EMAIL": get("SUPPORT_EMAIL", "myhug@hcuge.ch"),
+            # SMS gateway (DESIGN §5).
+            "SMS_BACKEND": get("SMS_BACKEND", cls.default_sms_backend()),
+            "SMS_URL": get("SMS_URL"),
+            "SMS_TOKEN": get("SMS_TOKEN"),
+            # HIN identity provider (DESIGN §5).
+            "HIN_ISSUER": get("HIN_ISSUER"),
+            "HIN_CLIENT_ID": get("HIN_CLIENT_ID"),
+            "HIN_CLIENT_SECRET": get("HIN_CLIENT_SECRET"),
+            "HIN_GLN_CLAIM": get("HIN_GLN_CLAIM", "gln"),
+            "HIN_IDENTITY_TYPE_CLAIM": get("HIN_IDENTITY_TYPE_CLAIM", "hin_identity_type"),
+            "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
+            # Sessions (DESIGN §6).
+            "SESSION_IDLE_MINUTES": int(get("SESSION_IDLE_MINUTES", "30")),
+            "SESSION_ABSOLUTE_HOURS": int(get("SESSION_ABSOLUTE_HOURS", "12")),
+            "SESSION_COOKIE_SECURE": _flag(get("COOKIE_SECURE"), cls.SESSION_COOKIE_SECURE),
+            "SESSION_COOKIE_HTTPONLY": True,
+            "SESSION_COOKIE_SAMESITE": "Lax",
+            # Workflow timings.
+            "ENROLLMENT_EXPIRY_DAYS": int(get("ENROLLMENT_EXPIRY_DAYS", "60")),
+            "TEMPORARY_PASSWORD_HOURS": min(72, int(get("TEMPORARY_PASSWORD_HOURS", "72"))),
+            "MAX_UPLOAD_BYTES": int(get("MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))),
+            "MAX_CONTENT_LENGTH": int(get("MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))) + 64 * 1024,
+            # Languages: French first (the procedure's language), English second.
+            "LANGUAGES": ["fr", "en"],
+            "BABEL_DEFAULT_LOCALE": "fr",
+            "BABEL_DEFAULT_TIMEZONE": "Europe/Zurich",
+            "JOBS_IN_PROCESS": _flag(get("JOBS_IN_PROCESS")),
+        }
+
+    @classmethod
+    def default_secret(cls, instance: Path) -> str:
+        raise ConfigError(f"{cls.ENV_NAME} refuses to start: set MYHUG_SECRET_KEY")
+
+    @classmethod
+    def default_data_key(cls, instance: Path) -> str:
+        raise ConfigError(f"{cls.ENV_NAME} refuses to start: set MYHUG_DATA_KEY")
+
+    @classmethod
+    def default_database_url(cls, instance: Path) -> str:
+        raise ConfigError(f"{cls.ENV_NAME} refuses to start: set MYHUG_DATABASE_URL")
+
+    @classmethod
+    def default_sms_backend(cls) -> str:
+        return "http"
+
+
+class DevelopmentConfig(Config):
+    """`make run`: everything embedded; secrets generated once and kept under instance/."""
+
+    ENV_NAME = "development"
+    SESSION_COOKIE_SECURE = False
+    DEBUG = False
+
+    @classmethod
+    def default_secret(cls, instance: Path) -> str:
+        return _instance_secret(instance, "secret_key", lambda: secrets.token_urlsafe(48))
+
+    @classmethod
+    def default_data_key(cls, instance: Path) -> str:
+        return _instance_secret(instance, "data_key", lambda: secrets.token_urlsafe(32))
+
+    @classmethod
+    def default_database_url(cls, instance: Path) -> str:
+        return f"sqlite:///{(instance / 'myhug.sqlite3').resolve()}"
+
+    @classmethod
+    def default_sms_backend(cls) -> str:
+        return "outbox"
+
+
+class TestingConfig(DevelopmentConfig):
+    """The test suite: like development, in a temporary instance folder, CSRF still on."""
+
+    ENV_NAME = "testing"
+    TESTING = True
+
+
+class ProductionConfig(Config):
+    """Refuses to start without its secrets: nothing is generated or defaulted."""
+
+    ENV_NAME = "production"
+    REQUIRED = ("MYHUG_SECRET_KEY", "MYHUG_DATA_KEY", "MYHUG_DATABASE_URL")
+
+
+CONFIGS = {c.ENV_NAME: c for c in (DevelopmentConfig, TestingConfig, ProductionConfig)}
+
+
+def load_config(environ: dict[str, str] | None = None, instance_path: str | Path = "instance") -> dict:
+    """Pick the Config named by MYHUG_ENV (development by default) and read the environment with it."""
+    env = os.environ if environ is None else environ
+    name = env.get("MYHUG_ENV", "development")
+    if name not in CONFIGS:
+        raise ConfigError(f"MYHUG_ENV must be one of {', '.join(CONFIGS)}, not {name!r}")
+    return CONFIGS[name].load(environ, instance_path)

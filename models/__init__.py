@@ -1,0 +1,63 @@
+"""peewee models, one module per aggregate; `db` is the deferred database opened by the app factory or the CLI."""
+
+from .accounts import ACCOUNT_ROLES, Account, CodeChallenge, Role, Session
+from .audit import AuditEvent, AuditHead, TransitionLog
+from .db import BaseModel, db, init_database, is_postgres, open_database, public_id, utcnow
+from .documents import Delivery, Document, DocumentStatus, DocumentType, ManualAuthorization
+from .dpi import DpiClient
+from .enrollment import Desk, EnrollmentApplication, IdDocumentType
+from .outbox import OutboxMessage, OutboxState
+from .patients import Designation, Patient, Stay, StayKind
+from .physicians import (
+    DocumentsFilter,
+    LandingPage,
+    NotificationMode,
+    PatientsFilter,
+    Physician,
+    PhysicianSpecialty,
+    Specialty,
+    gln_is_valid,
+    gln_with_check_digit,
+)
+
+__all__ = [
+    "ACCOUNT_ROLES",
+    "Account",
+    "AuditEvent",
+    "AuditHead",
+    "BaseModel",
+    "CodeChallenge",
+    "Delivery",
+    "Designation",
+    "Desk",
+    "Document",
+    "DocumentStatus",
+    "DocumentType",
+    "DocumentsFilter",
+    "DpiClient",
+    "EnrollmentApplication",
+    "IdDocumentType",
+    "LandingPage",
+    "ManualAuthorization",
+    "NotificationMode",
+    "OutboxMessage",
+    "OutboxState",
+    "Patient",
+    "PatientsFilter",
+    "Physician",
+    "PhysicianSpecialty",
+    "Role",
+    "Session",
+    "Specialty",
+    "Stay",
+    "StayKind",
+    "TransitionLog",
+    "db",
+    "gln_is_valid",
+    "gln_with_check_digit",
+    "init_database",
+    "is_postgres",
+    "open_database",
+    "public_id",
+    "utcnow",
+]

@@ -1,0 +1,61 @@
+"""The deferred database: one DatabaseProxy, opened from a URL (SQLite by default, PostgreSQL for several nodes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from urllib.parse import urlparse
+
+from peewee import DatabaseProxy, Model, PostgresqlDatabase, SqliteDatabase
+from playhouse.db_url import connect as connect_url
+
+db = DatabaseProxy()
+
+
+def utcnow() -> dt.datetime:
+    """Every stored time is naive UTC (the same on SQLite and PostgreSQL); the UI converts to Europe/Zurich."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def public_id() -> str:
+    """Random, unguessable identifier for anything that appears in a URL (DESIGN §6: access)."""
+    return secrets.token_urlsafe(12)
+
+
+def open_database(url: str):
+    """A peewee Database for `sqlite:///path` or `postgresql://…`."""
+    scheme = urlparse(url).scheme
+    if scheme == "sqlite":
+        path = url[len("sqlite:///") :] or ":memory:"
+        # WAL lets readers run beside the single writer; IMMEDIATE takes the write lock at BEGIN so that
+        # read-then-write transactions (the audit chain, compare-and-set) never fail half-way with SQLITE_BUSY.
+        return SqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "foreign_keys": 1,
+                "busy_timeout": 30_000,
+                "synchronous": "normal",
+            },
+            lock_type="IMMEDIATE",
+        )
+    if scheme in {"postgres", "postgresql"}:
+        return connect_url(url.replace("postgres://", "postgresql://", 1))
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
+
+
+def init_database(url: str):
+    """Point the proxy at the database named by `url` and return it."""
+    database = open_database(url)
+    db.initialize(database)
+    return database
+
+
+def is_postgres() -> bool:
+    return isinstance(db.obj, PostgresqlDatabase)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+        legacy_table_names = False

@@ -1,0 +1,36 @@
+"""The outbox: every e-mail and SMS is a row written in the same transaction as the change that caused it."""
+
+from __future__ import annotations
+
+from peewee import CharField, DateTimeField, IntegerField, TextField
+
+from .db import BaseModel, utcnow
+
+
+class OutboxState:
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class OutboxMessage(BaseModel):
+    channel = CharField()  # email | sms
+    template = CharField()  # the notify_* function that wrote it
+    recipient = CharField()
+    subject = CharField(default="")
+    body = TextField()
+    state = CharField(default=OutboxState.PENDING, index=True)
+    attempts = IntegerField(default=0)
+    next_attempt_at = DateTimeField(default=utcnow, index=True)
+    claimed_by = CharField(null=True)
+    claimed_until = DateTimeField(null=True)
+    last_error = TextField(null=True)
+    related_type = CharField(null=True)
+    related_id = IntegerField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)
+
+    @classmethod
+    def due(cls, now):
+        return cls.select().where((cls.state == OutboxState.PENDING) & (cls.next_attempt_at <= now)).order_by(cls.id)

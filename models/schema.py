@@ -1,0 +1,106 @@
+"""Schema creation and migrations: idempotent, versioned in `schema_version`, run by `flask init-db`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from peewee import CharField, DateTimeField, IntegerField
+from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator, migrate
+
+from .accounts import Account, CodeChallenge, Session
+from .audit import AuditEvent, AuditHead, TransitionLog
+from .db import BaseModel, db, is_postgres, utcnow
+from .documents import SEED_DOCUMENT_TYPES, Delivery, Document, DocumentType, ManualAuthorization
+from .dpi import DpiClient
+from .enrollment import EnrollmentApplication
+from .outbox import OutboxMessage
+from .patients import Designation, Patient, Stay
+from .physicians import FMH_SPECIALTIES, Physician, PhysicianSpecialty, Specialty
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField(primary_key=True)
+    name = CharField()
+    applied_at = DateTimeField(default=utcnow)
+
+
+ALL_MODELS = [
+    SchemaVersion,
+    Specialty,
+    Physician,
+    PhysicianSpecialty,
+    Account,
+    Session,
+    CodeChallenge,
+    EnrollmentApplication,
+    Patient,
+    Stay,
+    Designation,
+    DocumentType,
+    Document,
+    ManualAuthorization,
+    Delivery,
+    DpiClient,
+    OutboxMessage,
+    AuditEvent,
+    AuditHead,
+    TransitionLog,
+]
+
+
+def _baseline(migrator: SchemaMigrator) -> None:
+    db.create_tables(ALL_MODELS, safe=True)
+
+
+# Append-only: (version, name, function). A later change adds e.g.
+#   (2, "account.language", lambda m: migrate(m.add_column("account", "language", CharField(null=True))))
+# and never edits an entry that has shipped.
+MIGRATIONS: list[tuple[int, str, Callable[[SchemaMigrator], None]]] = [
+    (1, "baseline", _baseline),
+]
+
+
+def migrator() -> SchemaMigrator:
+    return PostgresqlMigrator(db.obj) if is_postgres() else SqliteMigrator(db.obj)
+
+
+def current_version() -> int:
+    if not db.table_exists(SchemaVersion._meta.table_name):
+        return 0
+    row = SchemaVersion.select().order_by(SchemaVersion.version.desc()).first()
+    return row.version if row else 0
+
+
+def upgrade() -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction; return the names applied."""
+    applied = []
+    with db.atomic():
+        db.create_tables([SchemaVersion], safe=True)
+    for version, name, step in MIGRATIONS:
+        if version <= current_version():
+            continue
+        with db.atomic():
+            step(migrator())
+            SchemaVersion.create(version=version, name=name)
+        applied.append(name)
+    seed_reference_data()
+    return applied
+
+
+def seed_reference_data() -> None:
+    """The FMH specialties and the LOINC document types: inserted once, never overwriting an administrator's edits."""
+    with db.atomic():
+        for code, fr, en in FMH_SPECIALTIES:
+            Specialty.get_or_create(code=code, defaults={"name_fr": fr, "name_en": en})
+        for loinc, fr, en, communicable in SEED_DOCUMENT_TYPES:
+            DocumentType.get_or_create(
+                loinc=loinc, defaults={"name_fr": fr, "name_en": en, "communicable": communicable}
+            )
+
+
+def drop_all() -> None:
+    """Tests only."""
+    db.drop_tables(list(reversed(ALL_MODELS)), safe=True, cascade=is_postgres())
+
+
+__all__ = ["ALL_MODELS", "MIGRATIONS", "SchemaVersion", "current_version", "drop_all", "migrate", "upgrade"]

@@ -1,0 +1,1 @@
+"""Passwords, one-time codes, sessions, permissions, encryption at rest and the audit chain."""

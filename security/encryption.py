@@ -1,0 +1,86 @@
+"""Encryption at rest: AES-256-GCM with the key from MYHUG_DATA_KEY, for fields and for the blob store."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_NONCE = 12
+_VERSION = b"\x01"  # lets a later key rotation or algorithm change tell old ciphertexts apart
+
+
+class DecryptionError(Exception):
+    """Wrong key, or data that was altered."""
+
+
+def encrypt(key: bytes, plaintext: bytes, context: str) -> bytes:
+    """`context` is bound as associated data: a ciphertext moved to another field or blob does not decrypt."""
+    nonce = secrets.token_bytes(_NONCE)
+    return _VERSION + nonce + AESGCM(key).encrypt(nonce, plaintext, context.encode())
+
+
+def decrypt(key: bytes, blob: bytes, context: str) -> bytes:
+    if not blob or blob[:1] != _VERSION:
+        raise DecryptionError("unknown ciphertext format")
+    nonce, body = blob[1 : 1 + _NONCE], blob[1 + _NONCE :]
+    try:
+        return AESGCM(key).decrypt(nonce, body, context.encode())
+    except Exception as exc:  # cryptography raises InvalidTag
+        raise DecryptionError("cannot decrypt: wrong key or altered data") from exc
+
+
+class BlobStore:
+    """Encrypted files under one folder, named by a random id; the database keeps only the id and the digest."""
+
+    def __init__(self, root: str | Path, key: bytes):
+        self.root = Path(root)
+        self.key = key
+
+    def _path(self, blob_id: str) -> Path:
+        if not blob_id.isalnum():
+            raise ValueError("invalid blob id")
+        return self.root / blob_id[:2] / blob_id
+
+    def put(self, data: bytes, context: str) -> str:
+        blob_id = secrets.token_hex(16)
+        path = self._path(blob_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(encrypt(self.key, data, f"{context}:{blob_id}"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)  # never a half-written blob under its final name
+        return blob_id
+
+    def get(self, blob_id: str, context: str) -> bytes:
+        return decrypt(self.key, self._path(blob_id).read_bytes(), f"{context}:{blob_id}")
+
+
+class _Keyring:
+    """The data key of the running process, set once by the app factory or the CLI (never read at import)."""
+
+    key: bytes | None = None
+
+    def require(self) -> bytes:
+        if self.key is None:
+            raise RuntimeError("the data key is not configured (create_app or the CLI sets it)")
+        return self.key
+
+
+keyring = _Keyring()
+
+
+def configure(key: bytes) -> None:
+    keyring.key = key
+
+
+def encrypt_field(value: str, context: str) -> bytes:
+    return encrypt(keyring.require(), value.encode(), context)
+
+
+def decrypt_field(blob: bytes, context: str) -> str:
+    return decrypt(keyring.require(), bytes(blob), context).decode()

@@ -1,0 +1,324 @@
+"""The one place that fires a trigger: role, state and guards checked, then compare-and-set, log, audit, outbox.
+
+Each workflow declares its states and a TRANSITIONS table of `Transition` rows. `Workflow` builds one shared
+`transitions.Machine` from it (model=None: the machine never holds a row, DESIGN §3); a `Flow` wraps the row for
+one firing. Guards are pure and return a `Reason` when they fail, so the same functions explain why a button is
+disabled and refuse the POST that tries anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from transitions import Machine, MachineError
+
+from models import OutboxMessage, Role, TransitionLog, db, utcnow
+from security import audit
+
+
+def N_(text: str) -> str:
+    """Mark a message for translation; the web layer translates it when it shows it (no Flask here)."""
+    return text
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why something cannot happen: a stable code (DESIGN §5 reason codes where one applies) and a message id."""
+
+    code: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who fires a trigger: an account (by id) in a role, or the system, the DPI, an applicant."""
+
+    role: str
+    account_id: int | None = None
+    ip: str | None = None
+    # What the actor proved about a record without an account role (an applicant's application reference).
+    proof: str | None = None
+
+
+SYSTEM = Actor(Role.SYSTEM)
+
+
+class TransitionRefused(Exception):
+    """The one domain exception: wrong state, wrong role, a failed guard, or a concurrent change."""
+
+    def __init__(self, reason: Reason):
+        super().__init__(reason.text)
+        self.reason = reason
+
+
+WRONG_STATE = "wrong-state"
+FORBIDDEN = "forbidden"
+CONFLICT = "conflict"
+
+Guard = Callable[["Flow"], Reason | None]
+Effect = Callable[["Flow"], None]
+
+
+def input_guard(guard: Guard) -> Guard:
+    """A guard that checks what the actor submits (a code, a reason): skipped when only listing actions."""
+    guard.needs_input = True  # type: ignore[attr-defined]
+    return guard
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One row of a TRANSITIONS table."""
+
+    trigger: str
+    source: tuple[str, ...]
+    dest: str
+    roles: frozenset[str]
+    guards: tuple[Guard, ...] = ()
+    effects: tuple[Effect, ...] = ()
+    label: str = ""
+
+
+def T(trigger, source, dest, *, roles, guards=(), effects=(), label="") -> Transition:
+    """Table-friendly constructor: `source` may be one state or several; states may be enum members."""
+    sources = (source,) if isinstance(source, str) else tuple(source)
+    return Transition(
+        trigger=trigger,
+        source=tuple(str(s) for s in sources),
+        dest=str(dest),
+        roles=frozenset(str(r) for r in roles),
+        guards=tuple(guards),
+        effects=tuple(effects),
+        label=label or trigger.replace("_", " "),
+    )
+
+
+@dataclass
+class Flow:
+    """One firing: the row, who acts, what they submitted, and what the transition leaves behind."""
+
+    workflow: Workflow
+    row: object
+    actor: Actor
+    data: dict | None
+    state: str = ""
+    refusal: Reason | None = None
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    audit_details: dict = field(default_factory=dict)
+    note: str | None = None
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def get(self, key, default=None):
+        return (self.data or {}).get(key, default)
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a button needs: the trigger, its label, whether it may be fired now, and if not, why."""
+
+    trigger: str
+    label: str
+    allowed: bool
+    reason: Reason | None
+
+
+class Workflow:
+    """A state machine declared as data; one `transitions.Machine` shared by every row."""
+
+    def __init__(
+        self,
+        name: str,
+        model,
+        states: type[StrEnum],
+        transitions: Iterable[Transition],
+        *,
+        initial: str = "new",
+        final: Iterable[str] = (),
+    ):
+        self.name = name
+        self.model = model
+        self.states = states
+        self.initial = str(initial)
+        self.final = frozenset(str(s) for s in final)
+        self.transitions = list(transitions)
+        self._specs: dict[tuple[str, str], Transition] = {}
+        for spec in self.transitions:
+            for source in spec.source:
+                key = (spec.trigger, source)
+                if key in self._specs:
+                    raise ValueError(f"{name}: trigger {spec.trigger!r} declared twice from {source!r}")
+                self._specs[key] = spec
+        self.machine = Machine(
+            model=None,
+            states=[str(s) for s in states],
+            transitions=[
+                {
+                    "trigger": spec.trigger,
+                    "source": list(spec.source),
+                    "dest": spec.dest,
+                    "conditions": [self._condition],
+                    "after": [self._after],
+                }
+                for spec in self.transitions
+            ],
+            model_attribute="state",
+            auto_transitions=False,
+            send_event=True,
+            initial=None,
+        )
+
+    # -- lookups -------------------------------------------------------------------------------------------
+    @property
+    def triggers(self) -> list[str]:
+        return list(dict.fromkeys(spec.trigger for spec in self.transitions))
+
+    def spec(self, trigger: str, source: str) -> Transition | None:
+        return self._specs.get((trigger, str(source)))
+
+    def outgoing(self, state: str) -> list[Transition]:
+        return [spec for spec in self.transitions if str(state) in spec.source]
+
+    # -- machine callbacks (the machine calls them with an EventData because send_event=True) --------------
+    def _condition(self, event) -> bool:
+        flow: Flow = event.model
+        flow.refusal = self.first_failure(self._specs[(event.event.name, event.transition.source)], flow)
+        return flow.refusal is None
+
+    def _after(self, event) -> None:
+        flow: Flow = event.model
+        for effect in self._specs[(event.event.name, event.transition.source)].effects:
+            effect(flow)
+
+    # -- checks --------------------------------------------------------------------------------------------
+    @staticmethod
+    def first_failure(spec: Transition, flow: Flow, *, with_input: bool = True) -> Reason | None:
+        for guard in spec.guards:
+            if not with_input and getattr(guard, "needs_input", False):
+                continue
+            reason = guard(flow)
+            if reason is not None:
+                return reason
+        return None
+
+    def check(self, flow: Flow, trigger: str) -> Transition:
+        """Role and state: raise TransitionRefused, else return the row of the table that applies."""
+        if trigger not in self.machine.events:
+            raise TransitionRefused(Reason(WRONG_STATE, N_("This action does not exist.")))
+        spec = self.spec(trigger, flow.state)
+        if spec is None:
+            raise TransitionRefused(Reason(WRONG_STATE, N_("This action is not possible at this step.")))
+        if str(flow.actor.role) not in spec.roles:
+            raise TransitionRefused(Reason(FORBIDDEN, N_("Your role does not allow this action.")))
+        return spec
+
+
+# -- firing ---------------------------------------------------------------------------------------------------
+def _flow(workflow: Workflow, row, actor: Actor, data: dict | None, state: str) -> Flow:
+    return Flow(workflow=workflow, row=row, actor=actor, data=data, state=state)
+
+
+def fire(workflow: Workflow, row, trigger: str, actor: Actor, **data):
+    """Fire `trigger` on a saved row. All or nothing: state, log, audit event and outbox in one transaction."""
+    flow = _flow(workflow, row, actor, data, row.state)
+    return _run(flow, trigger)
+
+
+def create(workflow: Workflow, row, trigger: str, actor: Actor, **data):
+    """Insert a new row through the trigger that leaves the workflow's initial ("new") pseudo-state."""
+    if row.id is not None:
+        raise ValueError("create() takes an unsaved row")
+    flow = _flow(workflow, row, actor, data, workflow.initial)
+    return _run(flow, trigger)
+
+
+def _run(flow: Flow, trigger: str):
+    workflow = flow.workflow
+    spec = workflow.check(flow, trigger)
+    source = flow.state
+    with db.atomic():
+        try:
+            fired = workflow.machine.events[trigger].trigger(flow)
+        except MachineError as exc:  # only reachable if the table and the machine disagree
+            raise TransitionRefused(Reason(WRONG_STATE, N_("This action is not possible at this step."))) from exc
+        if not fired:
+            raise TransitionRefused(flow.refusal or Reason(FORBIDDEN, N_("This action is not allowed.")))
+        _persist(flow, spec, trigger, source)
+    for callback in flow.after_commit:
+        callback()
+    return flow.row
+
+
+def _persist(flow: Flow, spec: Transition, trigger: str, source: str) -> None:
+    workflow, row, actor = flow.workflow, flow.row, flow.actor
+    model = workflow.model
+    now = utcnow()
+    if row.id is None:
+        row.state, row.version, row.state_changed_at = flow.state, 1, now
+        row.save(force_insert=True)
+    else:
+        # Raw column values (row.__data__), so that a foreign key never triggers a query.
+        changes = {f: row.__data__.get(f.name) for f in row.dirty_fields}
+        changes.pop(model.state, None)
+        changes.pop(model.version, None)
+        changes.update({model.state: flow.state, model.version: model.version + 1, model.state_changed_at: now})
+        updated = (
+            model.update(changes)
+            .where((model.id == row.id) & (model.state == source) & (model.version == row.version))
+            .execute()
+        )
+        if updated != 1:
+            # Someone else changed the row since it was read: refuse, and let the transaction roll back.
+            raise TransitionRefused(
+                Reason(CONFLICT, N_("Someone else changed this record in the meantime; reload and try again."))
+            )
+        row.state, row.version, row.state_changed_at = flow.state, row.version + 1, now
+        row._dirty.clear()
+    TransitionLog.insert(
+        workflow=workflow.name,
+        object_id=row.id,
+        trigger=trigger,
+        source=source,
+        dest=flow.state,
+        actor_id=actor.account_id,
+        actor_role=str(actor.role),
+        at=now,
+        note=flow.note,
+    ).execute()
+    audit.record(
+        f"{workflow.name}.{trigger}",
+        actor_id=actor.account_id,
+        actor_role=actor.role,
+        ip=actor.ip,
+        object_type=workflow.name,
+        object_id=row.id,
+        details={"from": source, "to": flow.state, **flow.audit_details},
+        at=now,
+    )
+    for message in flow.outbox:
+        message.save(force_insert=True)
+
+
+def available_actions(workflow: Workflow, row, actor: Actor) -> list[Action]:
+    """The buttons for this actor on this row: every trigger their role may fire from the current state."""
+    flow = _flow(workflow, row, actor, None, row.state)
+    actions = []
+    for spec in workflow.outgoing(row.state):
+        if str(actor.role) not in spec.roles:
+            continue
+        reason = workflow.first_failure(spec, flow, with_input=False)
+        actions.append(Action(spec.trigger, spec.label, reason is None, reason))
+    return actions
+
+
+def may(workflow: Workflow, row, trigger: str, actor: Actor) -> Reason | None:
+    """None when `actor` may fire `trigger` now (inputs aside), else the reason it may not."""
+    flow = _flow(workflow, row, actor, None, row.state)
+    try:
+        spec = workflow.check(flow, trigger)
+    except TransitionRefused as refused:
+        return refused.reason
+    return workflow.first_failure(spec, flow, with_input=False)

@@ -1,0 +1,90 @@
+"""One function per outgoing message. Each renders its template and queues an outbox row; nothing is sent here.
+
+Messages carry no patient data and no document title (DESIGN §4.2). They are bilingual (French first), because
+the recipient's language is not always known when they are written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from models import OutboxMessage
+
+_TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
+_env = Environment(
+    loader=FileSystemLoader(str(_TEMPLATES)),
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+class Portal:
+    """What every message may say about the portal itself (set by the app factory from the configuration)."""
+
+    url = "http://127.0.0.1:5000"
+    support_email = "myhug@hcuge.ch"
+
+
+def configure(url: str, support_email: str) -> None:
+    Portal.url = url.rstrip("/")
+    Portal.support_email = support_email
+
+
+def _email(flow, template: str, to: str, **context) -> OutboxMessage:
+    rendered = _env.get_template(f"email/{template}.txt").render(portal=Portal, **context)
+    subject, _, body = rendered.partition("\n\n")
+    message = OutboxMessage(
+        channel="email",
+        template=template,
+        recipient=to,
+        subject=subject.removeprefix("Subject: ").strip(),
+        body=body,
+        related_type=flow.workflow.name,
+        related_id=None,
+    )
+    flow.outbox.append(message)
+    return message
+
+
+def _sms(flow, template: str, to: str, **context) -> OutboxMessage:
+    body = _env.get_template(f"sms/{template}.txt").render(portal=Portal, **context).strip()
+    message = OutboxMessage(channel="sms", template=template, recipient=to, body=body, related_type=flow.workflow.name)
+    flow.outbox.append(message)
+    return message
+
+
+# -- enrolment ---------------------------------------------------------------------------------------------
+def notify_enrollment_received(flow, token: str) -> OutboxMessage:
+    app = flow.row
+    return _email(
+        flow,
+        "enrollment_received",
+        app.email,
+        reference=app.reference,
+        confirm_url=f"{Portal.url}/inscription/confirmer/{app.reference}/{token}",
+    )
+
+
+def notify_enrollment_validated(flow) -> OutboxMessage:
+    return _email(flow, "enrollment_validated", flow.row.email, reference=flow.row.reference)
+
+
+def notify_enrollment_closed(flow, outcome: str) -> OutboxMessage:
+    return _email(flow, "enrollment_closed", flow.row.email, reference=flow.row.reference, outcome=outcome)
+
+
+def notify_enrollment_completed(flow) -> OutboxMessage:
+    return _email(flow, "enrollment_completed", flow.row.email, reference=flow.row.reference)
+
+
+def send_control_code(flow, mobile: str, code: str) -> OutboxMessage:
+    return _sms(flow, "control_code", mobile, code=code)
+
+
+# -- accounts ------------------------------------------------------------------------------------------------
+def notify_temporary_password(flow, password: str, hours: int) -> OutboxMessage:
+    account = flow.row
+    return _email(flow, "temporary_password", account.email, username=account.username, password=password, hours=hours)
