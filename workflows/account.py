@@ -101,6 +101,8 @@ def issue_temporary_password(flow) -> None:
     account.temporary_password_expires_at = utcnow() + dt.timedelta(hours=TEMPORARY_PASSWORD_HOURS)
     account.failed_attempts = 0
     account.next_attempt_at = None
+    # Kept on the Python object only (not a column), for the one caller allowed to show it: `flask create-user`.
+    account.issued_password = password
     notifications.notify_temporary_password(flow, password, TEMPORARY_PASSWORD_HOURS)
 
 
