@@ -6,7 +6,7 @@ from .db import BaseModel, db, init_database, is_postgres, open_database, public
 from .documents import Delivery, Document, DocumentStatus, DocumentType, ManualAuthorization
 from .dpi import DpiClient
 from .enrollment import Desk, EnrollmentApplication, IdDocumentType
-from .outbox import OutboxMessage, OutboxState
+from .outbox import OutboxMessage, OutboxStatus
 from .patients import Designation, Patient, Stay, StayKind
 from .physicians import (
     DocumentsFilter,
@@ -41,7 +41,7 @@ __all__ = [
     "ManualAuthorization",
     "NotificationMode",
     "OutboxMessage",
-    "OutboxState",
+    "OutboxStatus",
     "Patient",
     "PatientsFilter",
     "Physician",

@@ -32,7 +32,10 @@ class Account(BaseModel):
     username = CharField(unique=True)
     email = CharField(index=True)
     full_name = CharField(default="")
-    role = CharField(choices=[(r.value, r.value) for r in ACCOUNT_ROLES])
+    role = CharField(choices=[(r.value, r.value) for r in ACCOUNT_ROLES])  # the primary role
+    # Hospital staff may hold several roles (e.g. the e-health service both validates and administers), which is
+    # what makes the four-eyes rule meaningful; a physician account never holds another role.
+    extra_roles = CharField(default="")
     state = CharField(index=True)
     version = IntegerField(default=1)
     state_changed_at = DateTimeField(default=utcnow)
@@ -52,6 +55,14 @@ class Account(BaseModel):
 
     class Meta:
         indexes = ((("hin_issuer", "hin_subject"), True),)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        extra = {r for r in self.extra_roles.split(",") if r} if self.role != Role.PHYSICIAN else set()
+        return frozenset({self.role, *extra})
+
+    def has_role(self, role: str) -> bool:
+        return str(role) in self.roles
 
 
 class Session(BaseModel):

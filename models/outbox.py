@@ -7,7 +7,7 @@ from peewee import CharField, DateTimeField, IntegerField, TextField
 from .db import BaseModel, utcnow
 
 
-class OutboxState:
+class OutboxStatus:
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
@@ -20,7 +20,7 @@ class OutboxMessage(BaseModel):
     recipient = CharField()
     subject = CharField(default="")
     body = TextField()
-    state = CharField(default=OutboxState.PENDING, index=True)
+    status = CharField(default=OutboxStatus.PENDING, index=True)  # not a workflow state: the dispatcher owns it
     attempts = IntegerField(default=0)
     next_attempt_at = DateTimeField(default=utcnow, index=True)
     claimed_by = CharField(null=True)
@@ -33,4 +33,4 @@ class OutboxMessage(BaseModel):
 
     @classmethod
     def due(cls, now):
-        return cls.select().where((cls.state == OutboxState.PENDING) & (cls.next_attempt_at <= now)).order_by(cls.id)
+        return cls.select().where((cls.status == OutboxStatus.PENDING) & (cls.next_attempt_at <= now)).order_by(cls.id)

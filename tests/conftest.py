@@ -81,13 +81,14 @@ def make_account(database):
     """make_account(role, username=…, physician=…, state='active') → a saved Account, made through the workflow."""
     counter = iter(range(1, 10_000))
 
-    def make(role=Role.ADMINISTRATOR, *, username=None, physician=None, state="active", email=None):
+    def make(role=Role.ADMINISTRATOR, *, username=None, physician=None, state="active", email=None, extra_roles=""):
         n = next(counter)
         username = username or f"{role}{n}"
         account = Account(
             username=username,
             email=email or f"{username}@hcuge.ch",
             role=role,
+            extra_roles=extra_roles,
             full_name=username.title(),
             physician=physician,
         )

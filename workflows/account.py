@@ -33,6 +33,8 @@ def physician_account_has_valid_gln(flow) -> Reason | None:
     account = flow.row
     if account.role != Role.PHYSICIAN:
         return None
+    if account.extra_roles:
+        return Reason("physician-only", N_("A physician account cannot hold any other role."))
     if account.physician_id is None:
         return Reason("no-physician", N_("A physician account must belong to exactly one physician (one GLN)."))
     if not gln_is_valid(account.physician.gln):
