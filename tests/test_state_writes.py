@@ -42,9 +42,13 @@ def state_writes(source: str) -> list[int]:
                 for arg in node.args:
                     if isinstance(arg, ast.Dict) and any(_is_state(k) for k in arg.keys):
                         lines.append(node.lineno)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _SQL_STATE_WRITE.search(node.value):
-            if re.search(r"\b(update|insert)\b", node.value, re.IGNORECASE):
-                lines.append(node.lineno)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and _SQL_STATE_WRITE.search(node.value)
+            and re.search(r"\b(update|insert)\b", node.value, re.IGNORECASE)
+        ):
+            lines.append(node.lineno)
     return sorted(set(lines))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 
 import pytest
@@ -36,12 +37,12 @@ def test_intact_chain_verifies(database):
     result = audit.verify()
     assert result.ok and result.checked == 5
     assert events[0].prev_hash == audit.GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
 
 
 def test_edited_row_is_named(database):
     events = _events(5)
-    db.execute_sql("UPDATE audit_event SET outcome = 'failure' WHERE id = %s" % events[2].id)
+    db.execute_sql(f"UPDATE audit_event SET outcome = 'failure' WHERE id = {events[2].id}")
     result = audit.verify()
     assert not result.ok
     assert result.broken_id == events[2].id
