@@ -10,6 +10,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 # argon2-cffi's defaults are RFC 9106's second recommendation: argon2id, t=3, m=64 MiB, p=4.
 _hasher = PasswordHasher()
 
+
+def configure(*, time_cost: int, memory_cost: int, parallelism: int) -> None:
+    """Change the cost (the test suite lowers it; hashes made with other parameters still verify)."""
+    global _hasher
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
+
+
+def parameters() -> dict:
+    return {"time_cost": _hasher.time_cost, "memory_cost_kib": _hasher.memory_cost, "parallelism": _hasher.parallelism}
+
+
 # No 0/O/1/l/I: a temporary password is read from an e-mail and typed by hand.
 _ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 

@@ -15,12 +15,14 @@ if str(ROOT) not in sys.path:
 
 import models  # noqa: E402
 from models import Account, EnrollmentApplication, Role, db, schema  # noqa: E402
-from security import encryption  # noqa: E402
+from security import encryption, passwords  # noqa: E402
 from tests import pg  # noqa: E402
 from workflows import ACCOUNT, SYSTEM, Actor, engine  # noqa: E402
 
 TEST_DATA_KEY = secrets.token_bytes(32)
 encryption.configure(TEST_DATA_KEY)
+# Production keeps argon2-cffi's RFC 9106 defaults (about 0.1 s a hash here); tests need thousands of hashes.
+passwords.configure(time_cost=1, memory_cost=1024, parallelism=1)
 
 # Reference data survives between tests; everything else is emptied.
 _KEEP = {"schema_version", "specialty", "document_type"}

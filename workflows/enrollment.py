@@ -241,8 +241,13 @@ def is_own_account(flow) -> Reason | None:
     return None
 
 
+def _account_of(app) -> Account | None:
+    """Read fresh: a related object cached on the row may be older than the account's last transition."""
+    return Account.get_or_none(Account.id == app.account_id) if app.account_id else None
+
+
 def account_is_active(flow) -> Reason | None:
-    account = flow.row.account
+    account = _account_of(flow.row)
     if account is None or account.state != AccountState.ACTIVE:
         return Reason("account-inactive", N_("Change the temporary password and complete “Mon profil” first."))
     return None
@@ -268,7 +273,7 @@ def no_progress_for_too_long(flow) -> Reason | None:
     if cutoff is None or flow.row.state_changed_at > cutoff:
         return Reason("not-stale", N_("This application is still progressing."))
     if flow.row.state == S.ACCOUNT_CREATED:
-        account = flow.row.account
+        account = _account_of(flow.row)
         if account is None or account.state != AccountState.PENDING:
             return Reason("not-stale", N_("The temporary password was used."))
         if account.temporary_password_expires_at and account.temporary_password_expires_at > utcnow():
@@ -392,7 +397,7 @@ def _close(outcome: str):
     def close(flow) -> None:
         app = flow.row
         app.closed_reason = (flow.get("reason") or outcome).strip()
-        account = app.account if app.account_id else None
+        account = _account_of(app)
         if account is not None and account.state == AccountState.PENDING:
             engine.fire(ACCOUNT, account, "disable", SYSTEM)  # an unused login does not outlive its application
         notifications.notify_enrollment_closed(flow, outcome)
