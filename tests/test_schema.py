@@ -1,0 +1,51 @@
+"""Schema creation is idempotent and versioned; migrations apply once each."""
+
+from __future__ import annotations
+
+from peewee import CharField
+from playhouse.migrate import migrate
+
+from models import DocumentType, Specialty, db, schema
+from models.documents import SEED_DOCUMENT_TYPES
+from models.physicians import FMH_SPECIALTIES, gln_is_valid
+
+
+def test_upgrade_is_idempotent(database):
+    assert schema.current_version() == schema.MIGRATIONS[-1][0]
+    assert schema.upgrade() == []
+    assert Specialty.select().count() == len(FMH_SPECIALTIES) == 46
+    assert DocumentType.select().count() == len(SEED_DOCUMENT_TYPES) == 7
+
+
+def test_reference_data_keeps_administrator_edits(database):
+    DocumentType.update(communicable=True).where(DocumentType.loinc == "11506-3").execute()
+    schema.seed_reference_data()
+    assert DocumentType.get(DocumentType.loinc == "11506-3").communicable is True
+
+
+def test_a_new_migration_is_applied_once(database, monkeypatch):
+    calls = []
+
+    def add_column(migrator):
+        calls.append(1)
+        migrate(migrator.add_column("dpi_client", "contact", CharField(null=True)))
+
+    version = schema.MIGRATIONS[-1][0] + 1
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, (version, "dpi_client.contact", add_column)])
+    try:
+        assert schema.upgrade() == ["dpi_client.contact"]
+        assert schema.upgrade() == []
+        assert calls == [1]
+        assert schema.current_version() == version
+        assert "contact" in {c.name for c in db.get_columns("dpi_client")}
+    finally:
+        migrate(schema.migrator().drop_column("dpi_client", "contact"))
+        schema.SchemaVersion.delete().where(schema.SchemaVersion.version == version).execute()
+
+
+def test_gln_check_digit():
+    assert gln_is_valid("7601000000002")
+    assert gln_is_valid("4006381333931")  # a GS1 number from the wild: same check digit rule
+    assert not gln_is_valid("7601000000003")
+    assert not gln_is_valid("760100000000a")
+    assert not gln_is_valid(None)
