@@ -1,11 +1,11 @@
 """peewee models, one module per aggregate; `db` is the deferred database opened by the app factory or the CLI."""
 
-from .accounts import ACCOUNT_ROLES, Account, CodeChallenge, Role, Session
+from .accounts import ACCOUNT_ROLES, Account, CodeChallenge, Role, Session, SupportMessage, TotpCredential
 from .audit import AuditEvent, AuditHead, TransitionLog
 from .db import BaseModel, db, init_database, is_postgres, open_database, public_id, utcnow
 from .documents import Delivery, Document, DocumentStatus, DocumentType, ManualAuthorization
 from .dpi import DpiClient
-from .enrollment import Desk, EnrollmentApplication, IdDocumentType
+from .enrollment import Appointment, AppointmentSlot, Desk, EnrollmentApplication, IdDocumentType
 from .outbox import OutboxMessage, OutboxStatus
 from .patients import Designation, Patient, Stay, StayKind
 from .physicians import (
@@ -23,6 +23,8 @@ from .physicians import (
 __all__ = [
     "ACCOUNT_ROLES",
     "Account",
+    "Appointment",
+    "AppointmentSlot",
     "AuditEvent",
     "AuditHead",
     "BaseModel",
@@ -51,6 +53,8 @@ __all__ = [
     "Specialty",
     "Stay",
     "StayKind",
+    "SupportMessage",
+    "TotpCredential",
     "TransitionLog",
     "db",
     "gln_is_valid",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from peewee import BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField
+from peewee import BlobField, BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
 
 from .db import BaseModel, public_id, utcnow
 from .physicians import Physician
@@ -90,3 +90,23 @@ class CodeChallenge(BaseModel):
     expires_at = DateTimeField(index=True)
     consumed_at = DateTimeField(null=True)
     failures = IntegerField(default=0)
+
+
+class TotpCredential(BaseModel):
+    """An authenticator app a physician added in "Mon profil" (optional second method beside SMS)."""
+
+    account = ForeignKeyField(Account, backref="totp_credentials", on_delete="CASCADE")
+    secret_encrypted = BlobField()
+    label = CharField(default="")
+    last_timecode = IntegerField(null=True)  # the last accepted time step: a code is never accepted twice
+    created_at = DateTimeField(default=utcnow)
+    confirmed_at = DateTimeField(null=True)
+
+
+class SupportMessage(BaseModel):
+    """A message sent from the "Aide" page to the support mailbox."""
+
+    account = ForeignKeyField(Account, null=True, backref="support_messages")
+    subject = CharField()
+    body = TextField()
+    created_at = DateTimeField(default=utcnow)

@@ -82,3 +82,23 @@ class EnrollmentApplication(BaseModel):
             self.transmitted_by_id,
         )
         return {f for f in fields if f is not None}
+
+
+class AppointmentSlot(BaseModel):
+    """An opening at a desk where applicants can present themselves (seed: "prendre rendez-vous")."""
+
+    desk = CharField()
+    starts_at = DateTimeField(index=True)
+    ends_at = DateTimeField()
+    capacity = IntegerField(default=1)
+    published_by = ForeignKeyField(Account, null=True, backref="+")
+
+
+class Appointment(BaseModel):
+    """An applicant's booking of a slot; moving it cancels this one and books another."""
+
+    slot = ForeignKeyField(AppointmentSlot, backref="appointments")
+    application = ForeignKeyField(EnrollmentApplication, backref="appointments")
+    booked_at = DateTimeField(default=utcnow)
+    cancelled_at = DateTimeField(null=True)
+    reminder_sent_at = DateTimeField(null=True)

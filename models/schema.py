@@ -7,12 +7,12 @@ from collections.abc import Callable
 from peewee import CharField, DateTimeField, IntegerField
 from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator, migrate
 
-from .accounts import Account, CodeChallenge, Session
+from .accounts import Account, CodeChallenge, Session, SupportMessage, TotpCredential
 from .audit import AuditEvent, AuditHead, TransitionLog
 from .db import BaseModel, db, is_postgres, utcnow
 from .documents import SEED_DOCUMENT_TYPES, Delivery, Document, DocumentType, ManualAuthorization
 from .dpi import DpiClient
-from .enrollment import EnrollmentApplication
+from .enrollment import Appointment, AppointmentSlot, EnrollmentApplication
 from .outbox import OutboxMessage
 from .patients import Designation, Patient, Stay
 from .physicians import FMH_SPECIALTIES, Physician, PhysicianSpecialty, Specialty
@@ -32,7 +32,11 @@ ALL_MODELS = [
     Account,
     Session,
     CodeChallenge,
+    TotpCredential,
+    SupportMessage,
     EnrollmentApplication,
+    AppointmentSlot,
+    Appointment,
     Patient,
     Stay,
     Designation,
