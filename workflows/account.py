@@ -32,6 +32,8 @@ TEMPORARY_PASSWORD_HOURS = 72
 def physician_account_has_valid_gln(flow) -> Reason | None:
     account = flow.row
     if account.role != Role.PHYSICIAN:
+        if account.physician_id is not None:
+            return Reason("staff-with-physician", N_("Only a physician account can be tied to a physician (GLN)."))
         return None
     if account.extra_roles:
         return Reason("physician-only", N_("A physician account cannot hold any other role."))
@@ -39,6 +41,19 @@ def physician_account_has_valid_gln(flow) -> Reason | None:
         return Reason("no-physician", N_("A physician account must belong to exactly one physician (one GLN)."))
     if not gln_is_valid(account.physician.gln):
         return Reason("bad-gln", N_("The GLN check digit is wrong."))
+    return None
+
+
+def account_is_unique(flow) -> Reason | None:
+    """One account per person: a free username, one account per physician, one per HIN identity."""
+    account = flow.row
+    if Account.select().where(Account.username == account.username).exists():
+        return Reason("username-taken", N_("This username is already taken."))
+    if account.physician_id is not None and Account.select().where(Account.physician == account.physician_id).exists():
+        return Reason("physician-has-account", N_("This physician already has a myHUG account."))
+    issuer, subject = flow.get("issuer"), flow.get("subject")
+    if subject and Account.select().where((Account.hin_issuer == issuer) & (Account.hin_subject == subject)).exists():
+        return Reason("hin-identity-taken", N_("This HIN identity is already tied to a myHUG account."))
     return None
 
 
@@ -127,70 +142,28 @@ def end_sessions(flow) -> None:
 
 
 # -- the procedure as a table ---------------------------------------------------------------------------------
+# fmt: off
 TRANSITIONS = [
-    T(
-        "issue_login",
-        S.NEW,
-        S.PENDING,
-        roles={ADMIN, SYS},
-        guards=[physician_account_has_valid_gln],
-        effects=[issue_temporary_password],
-        label=N_("Create the login"),
-    ),
-    T(
-        "provision_hin",
-        S.NEW,
-        S.ACTIVE,
-        roles={SYS},
-        guards=[hin_identity_is_personal, physician_account_has_valid_gln],
-        effects=[record_hin_identity],
-        label=N_("First HIN login"),
-    ),
-    T(
-        "activate",
-        S.PENDING,
-        S.ACTIVE,
-        roles=ACCOUNT_HOLDERS,
-        guards=[is_the_holder, password_is_permanent, profile_is_complete],
-        effects=[clear_failures],
-        label=N_("Activate"),
-    ),
-    T(
-        "lock",
-        [S.PENDING, S.ACTIVE],
-        S.LOCKED,
-        roles={ADMIN, SYS},
-        guards=[not_oneself],
-        effects=[end_sessions],
-        label=N_("Lock"),
-    ),
-    T(
-        "unlock",
-        S.LOCKED,
-        S.ACTIVE,
-        roles={ADMIN},
-        guards=[password_is_permanent],
-        effects=[clear_failures],
-        label=N_("Unlock"),
-    ),
-    T(
-        "reissue_password",
-        [S.PENDING, S.ACTIVE, S.LOCKED],
-        S.PENDING,
-        roles={ADMIN},
-        guards=[not_oneself, has_a_password],
-        effects=[end_sessions, issue_temporary_password],
-        label=N_("Re-issue a temporary password"),
-    ),
-    T(
-        "disable",
-        [S.PENDING, S.ACTIVE, S.LOCKED],
-        S.DISABLED,
-        roles={ADMIN, SYS},
-        guards=[not_oneself],
-        effects=[end_sessions],
-        label=N_("Disable"),
-    ),
+    #  trigger            from                          to          who
+    T("issue_login",      S.NEW,                        S.PENDING,  roles={ADMIN, SYS},
+      guards=[physician_account_has_valid_gln, account_is_unique], effects=[issue_temporary_password],
+      label=N_("Create the login")),
+    T("provision_hin",    S.NEW,                        S.ACTIVE,   roles={SYS},
+      guards=[hin_identity_is_personal, physician_account_has_valid_gln, account_is_unique],
+      effects=[record_hin_identity], label=N_("First HIN login")),
+    T("activate",         S.PENDING,                    S.ACTIVE,   roles=ACCOUNT_HOLDERS,
+      guards=[is_the_holder, password_is_permanent, profile_is_complete], effects=[clear_failures],
+      label=N_("Activate")),
+    T("lock",             [S.PENDING, S.ACTIVE],        S.LOCKED,   roles={ADMIN, SYS},
+      guards=[not_oneself], effects=[end_sessions], label=N_("Lock")),
+    T("unlock",           S.LOCKED,                     S.ACTIVE,   roles={ADMIN},
+      guards=[password_is_permanent], effects=[clear_failures], label=N_("Unlock")),
+    T("reissue_password", [S.PENDING, S.ACTIVE, S.LOCKED], S.PENDING, roles={ADMIN},
+      guards=[not_oneself, has_a_password], effects=[end_sessions, issue_temporary_password],
+      label=N_("Re-issue a temporary password")),
+    T("disable",          [S.PENDING, S.ACTIVE, S.LOCKED], S.DISABLED, roles={ADMIN, SYS},
+      guards=[not_oneself], effects=[end_sessions], label=N_("Disable")),
 ]
+# fmt: on
 
 ACCOUNT = Workflow("account", Account, AccountState, TRANSITIONS, final=[S.DISABLED])

@@ -140,109 +140,68 @@ def clear_revocation(flow) -> None:
 
 
 # -- the lifecycle as a table ---------------------------------------------------------------------------------
+# fmt: off
 TRANSITIONS = [
-    T(
-        "create",
-        S.NEW,
-        S.FINALIZED,
-        roles={SYS, DPI, CLINICIAN},
-        guards=[document_is_final, document_is_current, recipient_known_for_stay],
-        label=N_("Create the delivery"),
-    ),
-    T(
-        "classify",
-        S.FINALIZED,
-        S.COMMUNICABLE,
-        roles={SYS},
-        guards=[type_is_communicable],
-        label=N_("Communicable type"),
-    ),
-    T(
-        "withhold",
-        S.FINALIZED,
-        S.WITHHELD,
-        roles={SYS},
-        guards=[type_is_not_communicable],
-        label=N_("Type not communicable"),
-    ),
-    T(
-        "release",
-        S.WITHHELD,
-        S.COMMUNICABLE,
-        roles={SYS},
-        guards=[type_is_communicable, document_is_current],
-        label=N_("Type became communicable"),
-    ),
-    T(
-        "consent",
-        S.COMMUNICABLE,
-        S.CONSENTED,
-        roles={SYS},
-        guards=[sending_authorized],
-        label=N_("Designated and authorized"),
-    ),
-    T(
-        "make_available",
-        S.CONSENTED,
-        S.AVAILABLE,
-        roles={SYS},
-        guards=[recipient_account_active],
-        effects=[stamp("available_at")],
-        label=N_("Put in “Mes documents”"),
-    ),
-    T(
-        "notify",
-        S.AVAILABLE,
-        S.NOTIFIED,
-        roles={SYS},
-        guards=[notifications_wanted],
-        effects=[stamp("notified_at")],
-        label=N_("Notified by e-mail"),
-    ),
-    T(
-        "consult",
-        [S.AVAILABLE, S.NOTIFIED],
-        S.CONSULTED,
-        roles={PHYSICIAN},
-        guards=[is_the_recipient],
-        effects=[stamp("consulted_at")],
-        label=N_("Opened by the physician"),
-    ),
-    T(
-        "revoke",
-        LIVE,
-        S.REVOKED,
-        roles={SYS, DPI, CLINICIAN, ADMIN},
-        guards=[revocation_reason_known],
-        effects=[record_revocation],
-        label=N_("Revoke"),
-    ),
-    T(
-        "reinstate",
-        S.REVOKED,
-        S.FINALIZED,
-        roles={SYS},
-        guards=[revocation_can_be_undone, document_is_final, document_is_current, recipient_known_for_stay],
-        effects=[clear_revocation],
-        label=N_("Reinstate"),
-    ),
+    T("create",         S.NEW,                  S.FINALIZED,    roles={SYS, DPI, CLINICIAN},
+      guards=[document_is_final, document_is_current, recipient_known_for_stay], label=N_("Create the delivery")),
+    T("classify",       S.FINALIZED,            S.COMMUNICABLE, roles={SYS},
+      guards=[document_is_current, type_is_communicable], label=N_("Communicable type")),
+    T("withhold",       S.FINALIZED,            S.WITHHELD,     roles={SYS},
+      guards=[type_is_not_communicable], label=N_("Type not communicable")),
+    T("release",        S.WITHHELD,             S.COMMUNICABLE, roles={SYS},
+      guards=[document_is_current, type_is_communicable], label=N_("Type became communicable")),
+    T("consent",        S.COMMUNICABLE,         S.CONSENTED,    roles={SYS},
+      guards=[document_is_current, sending_authorized], label=N_("Designated and authorized")),
+    # Everything is checked again before the document enters "Mes documents": a delivery may wait here for weeks.
+    T("make_available", S.CONSENTED,            S.AVAILABLE,    roles={SYS},
+      guards=[document_is_current, sending_authorized, recipient_account_active], effects=[stamp("available_at")],
+      label=N_("Put in “Mes documents”")),
+    T("notify",         S.AVAILABLE,            S.NOTIFIED,     roles={SYS},
+      guards=[notifications_wanted], effects=[stamp("notified_at")], label=N_("Notified by e-mail")),
+    T("consult",        [S.AVAILABLE, S.NOTIFIED], S.CONSULTED, roles={PHYSICIAN},
+      guards=[is_the_recipient], effects=[stamp("consulted_at")], label=N_("Opened by the physician")),
+    T("revoke",         LIVE,                   S.REVOKED,      roles={SYS, DPI, CLINICIAN, ADMIN},
+      guards=[revocation_reason_known], effects=[record_revocation], label=N_("Revoke")),
+    T("reinstate",      S.REVOKED,              S.FINALIZED,    roles={SYS},
+      guards=[revocation_can_be_undone, document_is_final, document_is_current, sending_authorized],
+      effects=[clear_revocation], label=N_("Reinstate")),
 ]
+# fmt: on
 
 DELIVERY = Workflow("delivery", Delivery, DeliveryState, TRANSITIONS, final=[])
 
 # What the system fires on its own as soon as the guard holds ("nothing waits for a human but the human facts").
 AUTOMATIC = ("reinstate", "classify", "withhold", "release", "consent", "make_available")
+# From these states on, the patient's authorization is what keeps the delivery alive.
+_NEEDS_CONSENT = {S.CONSENTED, S.AVAILABLE, S.NOTIFIED, S.CONSULTED}
+
+
+def revocation_due(delivery: Delivery) -> Reason | None:
+    """Why a live delivery must be revoked now (document recalled or replaced, consent withdrawn), or None."""
+    if delivery.state not in LIVE:
+        return None
+    flow = engine.Flow(workflow=DELIVERY, row=delivery, actor=SYSTEM, data=None, state=delivery.state)
+    reason = document_is_current(flow)
+    if reason is None and delivery.state in _NEEDS_CONSENT:
+        reason = sending_authorized(flow)
+    return reason
 
 
 def advance(delivery: Delivery, actor=SYSTEM) -> Delivery:
-    """Fire every automatic trigger whose guards hold, until the delivery waits for a fact that is not there yet."""
-    while True:
-        for spec in DELIVERY.outgoing(delivery.state):
-            if spec.trigger in AUTOMATIC and engine.may(DELIVERY, delivery, spec.trigger, actor) is None:
-                try:
+    """Bring a delivery up to date: revoke it if a fact it stood on is gone, else fire every automatic trigger
+    whose guards hold, until it waits for a fact that is not there yet."""
+    try:
+        reason = revocation_due(delivery)
+        if reason is not None:
+            return engine.fire(DELIVERY, delivery, "revoke", actor, reason=reason.code)
+        while True:
+            for spec in DELIVERY.outgoing(delivery.state):
+                if spec.trigger in AUTOMATIC and engine.may(DELIVERY, delivery, spec.trigger, actor) is None:
                     engine.fire(DELIVERY, delivery, spec.trigger, actor)
-                except TransitionRefused:
-                    return delivery  # someone else moved it: they will have advanced it
-                break
-        else:
-            return delivery
+                    break
+            else:
+                return delivery
+    except TransitionRefused as refused:
+        if refused.reason.code == engine.CONFLICT:
+            return delivery  # someone else moved it meanwhile, and advanced it as they did
+        raise
