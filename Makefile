@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP) translations
 
 translations: $(STAMP)
-	if [ -d web/translations ]; then $(BIN)/pybabel compile -d web/translations -f -q; fi
+	if [ -d web/translations ]; then $(BIN)/pybabel -q compile -d web/translations -f; fi
 
 init-db: install
 	$(FLASK) init-db

@@ -6,7 +6,7 @@ import datetime as dt
 import secrets
 from urllib.parse import urlparse
 
-from peewee import DatabaseProxy, Model, PostgresqlDatabase, SqliteDatabase
+from peewee import DatabaseProxy, Model, PostgresqlDatabase, SqliteDatabase, fn
 from playhouse.db_url import connect as connect_url
 
 db = DatabaseProxy()
@@ -59,3 +59,9 @@ class BaseModel(Model):
     class Meta:
         database = db
         legacy_table_names = False
+
+    @classmethod
+    def count_by_state(cls) -> dict[str, int]:
+        """How many rows are in each state (one GROUP BY); states without rows are absent."""
+        query = cls.select(cls.state, fn.COUNT(cls.id)).group_by(cls.state).tuples()
+        return dict(query)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from models import AuditEvent, AuditHead, db, is_postgres, utcnow
@@ -46,8 +47,12 @@ def record(
     details: dict | None = None,
     at: dt.datetime | None = None,
 ) -> AuditEvent:
-    """Append one event. Serialised across processes: PostgreSQL advisory lock, SQLite's immediate write lock."""
-    with db.atomic():
+    """Append one event. Serialised across processes: PostgreSQL advisory lock, SQLite's immediate write lock.
+
+    Inside a caller's transaction (every workflow transition) it joins that transaction instead of opening a
+    savepoint: the event commits or rolls back with the change it records.
+    """
+    with nullcontext() if db.in_transaction() else db.atomic():
         if is_postgres():
             db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
         head = AuditHead.get_or_none(AuditHead.id == 1)

@@ -19,8 +19,11 @@ def test_upgrade_is_idempotent(database):
 
 def test_reference_data_keeps_administrator_edits(database):
     DocumentType.update(communicable=True).where(DocumentType.loinc == "11506-3").execute()
-    schema.seed_reference_data()
-    assert DocumentType.get(DocumentType.loinc == "11506-3").communicable is True
+    try:
+        schema.seed_reference_data()
+        assert DocumentType.get(DocumentType.loinc == "11506-3").communicable is True
+    finally:  # the catalogue is kept between tests
+        DocumentType.update(communicable=False).where(DocumentType.loinc == "11506-3").execute()
 
 
 def test_a_new_migration_is_applied_once(database, monkeypatch):

@@ -138,7 +138,10 @@ def load(blob_dir: str) -> list[tuple[str, str, str, str]]:
         return logins
     store = BlobStore(blob_dir, keyring.require())
     with db.atomic():
-        staff = {u: _active_account(u, name, role, extra_roles=x) for u, name, role, x, _ in STAFF}
+        staff = {
+            u: _active_account(u, name, role, extra_roles=x, mobile=f"+4179000010{n}")
+            for n, (u, name, role, x, _) in enumerate(STAFF)
+        }
         physicians = {}
         for n, (username, first, last, twelve, specialties, mode) in enumerate(PHYSICIANS, start=1):
             physician = _physician(first, last, twelve, specialties, mode, n)

@@ -49,11 +49,28 @@ def _email(flow, template: str, to: str, **context) -> OutboxMessage:
     return message
 
 
+def _render_sms(template: str, **context) -> str:
+    return _env.get_template(f"sms/{template}.txt").render(portal=Portal, **context).strip()
+
+
 def _sms(flow, template: str, to: str, **context) -> OutboxMessage:
-    body = _env.get_template(f"sms/{template}.txt").render(portal=Portal, **context).strip()
+    body = _render_sms(template, **context)
     message = OutboxMessage(channel="sms", template=template, recipient=to, body=body, related_type=flow.workflow.name)
     flow.outbox.append(message)
     return message
+
+
+def queue_sms(
+    template: str, to: str, *, related_type: str | None = None, related_id: int | None = None, **context
+) -> OutboxMessage:
+    """An SMS that belongs to no workflow transition (a login code): written to the outbox at once.
+
+    The caller runs it inside its own transaction, so the message exists only if what caused it was committed.
+    """
+    body = _render_sms(template, **context)
+    return OutboxMessage.create(
+        channel="sms", template=template, recipient=to, body=body, related_type=related_type, related_id=related_id
+    )
 
 
 # -- enrolment ---------------------------------------------------------------------------------------------
@@ -88,3 +105,8 @@ def send_control_code(flow, mobile: str, code: str) -> OutboxMessage:
 def notify_temporary_password(flow, password: str, hours: int) -> OutboxMessage:
     account = flow.row
     return _email(flow, "temporary_password", account.email, username=account.username, password=password, hours=hours)
+
+
+def notify_login_code(account, mobile: str, code: str, minutes: int) -> OutboxMessage:
+    """The SMS code of one login attempt (DESIGN §6): no name, no username, only the code and its lifetime."""
+    return queue_sms("login_code", mobile, related_type="account", related_id=account.id, code=code, minutes=minutes)

@@ -1,0 +1,112 @@
+"""The application factory: reads the configuration and wires the database, extensions, hooks and blueprints."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+from flask import Flask, g, request
+from flask_wtf.csrf import CSRFProtect
+
+import models
+from config import load_config
+from security import encryption, sessions
+from workflows import account as account_workflow
+from workflows import notifications
+
+csrf = CSRFProtect()
+
+# Endpoints that must work without a database session or a user session (load balancers poll them).
+UNSESSIONED_ENDPOINTS = frozenset({"static", "main.healthz"})
+# Environments where development helpers (the SMS outbox page) exist; never production.
+DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "testing"})
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """`flask --app web …` and the WSGI server call this; tests pass the whole configuration in `test_config`.
+
+    test_config may carry `DATABASE` (an open peewee Database, e.g. the tests' fixture) to reuse it as is.
+    """
+    test_config = dict(test_config or {})
+    app = Flask(__name__, instance_path=test_config.pop("INSTANCE_PATH", None), instance_relative_config=True)
+    app.config.update(_settings(app, test_config))
+    app.config.update(test_config)
+    app.config.update(
+        SESSION_COOKIE_NAME="myhug_state",  # Flask's signed cookie: CSRF secret, login attempt, language
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+
+    _open_database(app)
+    encryption.configure(app.config["DATA_KEY"])
+    notifications.configure(app.config["PUBLIC_URL"], app.config["SUPPORT_EMAIL"])
+    account_workflow.TEMPORARY_PASSWORD_HOURS = app.config["TEMPORARY_PASSWORD_HOURS"]
+    sessions.configure(app.config["SESSION_IDLE_MINUTES"], app.config["SESSION_ABSOLUTE_HOURS"])
+
+    from . import admin, auth, cli, dev, errors, headers, i18n, main, templating
+
+    # Order matters: database, then the logged-in account, then the CSRF check (whose refusal page shows both).
+    app.before_request(_connect)
+    app.teardown_request(_close)
+    auth.init_app(app)
+    csrf.init_app(app)
+    i18n.init_app(app)
+    templating.init_app(app)
+    headers.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(main.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(admin.bp)
+    if app.config["MYHUG_ENV"] in DEVELOPMENT_ENVIRONMENTS:
+        app.register_blueprint(dev.bp)
+    cli.init_app(app)
+    return app
+
+
+def _settings(app: Flask, test_config: dict) -> dict:
+    """The process environment, unless the caller (a test) describes the configuration itself."""
+    if not test_config:
+        return load_config(os.environ, instance_path=app.instance_path)
+    # Tests must not depend on the shell they run in: only what test_config says, in MYHUG_* form so that
+    # load_config validates it the same way (and generates no secret under instance/ when one is given).
+    environ = {
+        "MYHUG_ENV": test_config.get("MYHUG_ENV") or ("testing" if test_config.get("TESTING") else "development")
+    }
+    for key in ("SECRET_KEY", "DATABASE_URL", "PUBLIC_URL", "SUPPORT_EMAIL"):
+        if isinstance(test_config.get(key), str):
+            environ[f"MYHUG_{key}"] = test_config[key]
+    if isinstance(test_config.get("DATA_KEY"), bytes):
+        environ["MYHUG_DATA_KEY"] = base64.urlsafe_b64encode(test_config["DATA_KEY"]).decode()
+    if test_config.get("DATABASE") is not None and "MYHUG_DATABASE_URL" not in environ:
+        environ["MYHUG_DATABASE_URL"] = getattr(test_config["DATABASE"], "url", None) or "sqlite:///:memory:"
+    return load_config(environ, instance_path=app.instance_path)
+
+
+def _open_database(app: Flask) -> None:
+    """Point the shared DatabaseProxy at this app's database, unless it already is (tests, a second app)."""
+    database = app.config.get("DATABASE")
+    if database is not None:
+        if models.db.obj is not database:
+            models.db.initialize(database)
+        return
+    url = app.config["DATABASE_URL"]
+    if models.db.obj is not None and getattr(models.db.obj, "url", None) == url:
+        return
+    if url.startswith("sqlite:///") and url != "sqlite:///":
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    database = models.init_database(url)
+    database.url = url  # how the next create_app knows (the tests' fixture marks its databases the same way)
+
+
+def _connect() -> None:
+    g.account = None  # until web.auth loads it: error pages render even when nothing else ran
+    if request.endpoint in UNSESSIONED_ENDPOINTS:
+        return
+    # peewee connections are per thread; a test holding one in this thread keeps it (connect returns False).
+    g.db_opened_here = models.db.connect(reuse_if_open=True)
+
+
+def _close(_exc: BaseException | None) -> None:
+    if g.pop("db_opened_here", False) and not models.db.is_closed():
+        models.db.close()

@@ -1,0 +1,77 @@
+"""The administrators' area: for now the workflows, drawn with live counts per state (DESIGN §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, abort, render_template
+from flask_babel import gettext as _
+from markupsafe import Markup
+
+from security.permissions import can_view_workflows
+from workflows import WORKFLOWS, diagram
+from workflows.engine import Workflow
+
+from .auth import permission_required
+from .templating import role_label
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@dataclass(frozen=True)
+class TransitionRow:
+    trigger: str
+    label: str
+    sources: tuple[str, ...]
+    dest: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WorkflowPicture:
+    name: str
+    svg: Markup
+    states: list[tuple[str, int]]
+    total: int
+    transitions: list[TransitionRow]
+
+
+def _state_name(workflow: Workflow, state: str) -> str:
+    return _("(creation)") if state == workflow.initial else state
+
+
+def picture(workflow: Workflow) -> WorkflowPicture:
+    counts = workflow.model.count_by_state()
+    states = [(str(s), counts.get(str(s), 0)) for s in workflow.states if str(s) != workflow.initial]
+    transitions = [
+        TransitionRow(
+            trigger=spec.trigger,
+            label=_(spec.label),  # N_() message ids from workflows/
+            sources=tuple(_state_name(workflow, s) for s in spec.source),
+            dest=spec.dest,
+            roles=tuple(sorted(role_label(r) for r in spec.roles)),
+        )
+        for spec in workflow.transitions
+    ]
+    # diagram.to_svg returns a standalone <svg> built from our own tables: no script, no style attribute.
+    svg = Markup(diagram.to_svg(workflow, counts))  # noqa: S704
+    return WorkflowPicture(workflow.name, svg, states, sum(n for _state, n in states), transitions)
+
+
+@bp.get("/workflows")
+@permission_required(can_view_workflows)
+def workflows():
+    return render_template("admin/workflows.html", pictures=[picture(w) for w in WORKFLOWS.values()])
+
+
+@bp.get("/workflows/<name>.mmd")
+@permission_required(can_view_workflows)
+def workflow_mermaid(name: str):
+    workflow = WORKFLOWS.get(name)
+    if workflow is None:
+        abort(404)
+    return Response(
+        diagram.to_mermaid(workflow),
+        mimetype="text/plain",
+        headers={"Content-Disposition": f'attachment; filename="{workflow.name}.mmd"'},
+    )

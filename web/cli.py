@@ -1,0 +1,112 @@
+"""`flask --app web …` commands: init-db, demo, create-user, audit verify."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+from models import ACCOUNT_ROLES, Account, Physician, db, schema
+from security import audit
+from workflows import ACCOUNT, SYSTEM, TransitionRefused, engine
+
+
+@contextmanager
+def app_database() -> Iterator[object]:
+    """The database create_app pointed the models at, connected for one command (closed after if opened here)."""
+    opened = db.connect(reuse_if_open=True)
+    try:
+        yield db.obj
+    finally:
+        if opened and not db.is_closed():
+            db.close()
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * width for width in widths))
+
+
+@click.command("init-db")
+@with_appcontext
+def init_db() -> None:
+    """Create or upgrade the schema and seed the reference data (idempotent)."""
+    with app_database():
+        applied = schema.upgrade()
+        version = schema.current_version()
+    for name in applied:
+        click.echo(f"applied migration: {name}")
+    if not applied:
+        click.echo(f"database already up to date (schema version {version})")
+    else:
+        click.echo(f"database ready (schema version {version})")
+
+
+@click.command("demo")
+@with_appcontext
+def demo() -> None:
+    """Load the demonstration data and print the demo logins."""
+    if importlib.util.find_spec("web.demo") is None:
+        raise click.ClickException("no demo data in this version (web/demo.py is missing)")
+    demo_module = importlib.import_module("web.demo")
+    with app_database():
+        logins = demo_module.load(current_app.config["BLOB_DIR"])
+    click.echo("Demo logins (development only):")
+    print_table(("username", "password", "role", "who"), logins)
+
+
+@click.command("create-user")
+@click.argument("username")
+@click.option("--email", required=True, help="Where the temporary password is also e-mailed.")
+@click.option("--role", required=True, type=click.Choice([str(r) for r in ACCOUNT_ROLES]))
+@click.option("--name", "full_name", default="", help="Full name, as shown in the portal.")
+@click.option("--physician-gln", default=None, help="For a physician: the GLN of their physician record.")
+@with_appcontext
+def create_user(username: str, email: str, role: str, full_name: str, physician_gln: str | None) -> None:
+    """Create a login with a one-time temporary password (printed once)."""
+    with app_database():
+        if Account.select().where(Account.username == username).exists():
+            raise click.ClickException(f"the username {username!r} is taken")
+        physician = None
+        if physician_gln:
+            physician = Physician.get_or_none(Physician.gln == physician_gln)
+            if physician is None:
+                raise click.ClickException(f"no physician with GLN {physician_gln}")
+        account = Account(username=username, email=email, role=role, full_name=full_name, physician=physician)
+        try:
+            engine.create(ACCOUNT, account, "issue_login", SYSTEM)
+        except TransitionRefused as refused:
+            raise click.ClickException(refused.reason.text) from refused
+    click.echo(f"created {role} {username} (state {account.state})")
+    click.echo(f"temporary password: {account.issued_password}")
+    click.echo(
+        "This password is shown once and is not stored in clear: give it to its holder now. "
+        f"It was also e-mailed to {email} (outbox) and must be replaced at the first login."
+    )
+
+
+audit_group = AppGroup("audit", help="The audit trail.")
+
+
+@audit_group.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit code 1 if an event was edited, deleted or reordered."""
+    with app_database():
+        result = audit.verify()
+    click.echo(str(result))
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def init_app(app: Flask) -> None:
+    for command in (init_db, demo, create_user, audit_group):
+        app.cli.add_command(command)
