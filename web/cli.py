@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -14,6 +12,8 @@ from flask.cli import AppGroup, with_appcontext
 from models import ACCOUNT_ROLES, Account, Physician, db, schema
 from security import audit
 from workflows import ACCOUNT, SYSTEM, TransitionRefused, engine
+
+from . import demo as demo_data
 
 
 @contextmanager
@@ -54,12 +54,11 @@ def init_db() -> None:
 @click.command("demo")
 @with_appcontext
 def demo() -> None:
-    """Load the demonstration data and print the demo logins."""
-    if importlib.util.find_spec("web.demo") is None:
-        raise click.ClickException("no demo data in this version (web/demo.py is missing)")
-    demo_module = importlib.import_module("web.demo")
+    """Load the demonstration data and print the demo logins (refused in production)."""
+    if current_app.config["MYHUG_ENV"] == "production":
+        raise click.ClickException("demo data and their published passwords are never loaded in production")
     with app_database():
-        logins = demo_module.load(current_app.config["BLOB_DIR"])
+        logins = demo_data.load(current_app.config["BLOB_DIR"])
     click.echo("Demo logins (development only):")
     print_table(("username", "password", "role", "who"), logins)
 

@@ -7,7 +7,7 @@ import re
 import models
 from models import Account, AuditEvent, Role
 from security.passwords import verify_password
-from web import cli, create_app
+from web import create_app
 
 from .conftest import settings
 
@@ -81,25 +81,12 @@ def test_audit_verify_detects_an_edit(app, make_account):
     assert f"broken at event {victim.id}" in result.output
 
 
-def test_demo_says_so_when_there_is_no_demo_module(app, monkeypatch):
-    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+def test_demo_is_refused_in_production(app):
+    app.config["MYHUG_ENV"] = "production"
     result = app.test_cli_runner().invoke(args=["demo"])
     assert result.exit_code != 0
-    assert "web/demo.py is missing" in result.output
-
-
-def test_demo_prints_the_logins(app, monkeypatch):
-    class FakeDemo:
-        @staticmethod
-        def load(blob_dir):
-            assert blob_dir
-            return [("admin", "s3cret-demo", "administrator", "e-health service")]
-
-    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: object())
-    monkeypatch.setattr(cli.importlib, "import_module", lambda name: FakeDemo)
-    result = app.test_cli_runner().invoke(args=["demo"])
-    assert result.exit_code == 0, result.output
-    assert "s3cret-demo" in result.output and "username" in result.output
+    assert "never loaded in production" in result.output
+    assert Account.select().count() == 0
 
 
 def test_demo_with_the_real_demo_data(app, tmp_path):
@@ -107,7 +94,7 @@ def test_demo_with_the_real_demo_data(app, tmp_path):
     runner = app.test_cli_runner()
     result = runner.invoke(args=["demo"])
     assert result.exit_code == 0, result.output
-    assert "admin" in result.output
+    assert "admin" in result.output and "Rhône-Salève-2026" in result.output
     assert runner.invoke(args=["demo"]).exit_code == 0  # a second run loads nothing twice
     assert runner.invoke(args=["audit", "verify"]).exit_code == 0
 
