@@ -17,12 +17,13 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from flask_babel import gettext as _
 
 from models import Account, CodeChallenge, Role, db, utcnow
-from security import audit, otp, permissions, sessions
+from security import otp, permissions, sessions
 from security.passwords import verify_password
 from workflows import notifications
 
 from . import UNSESSIONED_ENDPOINTS, i18n
 from .templating import url_if_exists
+from .trail import record_account_event
 
 bp = Blueprint("auth", __name__)
 
@@ -224,16 +225,7 @@ def _send_code(account: Account, mobile: str, next_url: str | None) -> None:
         challenge.code_hash = otp.code_digest(challenge.public_id, code)
         challenge.save(force_insert=True)
         notifications.notify_login_code(account, mobile, code, CODE_MINUTES)
-        audit.record(
-            "login.code_sent",
-            actor_id=account.id,
-            actor_role=account.role,
-            ip=request.remote_addr,
-            object_type="account",
-            object_id=account.id,
-            details={"challenge": challenge.public_id, "channel": "sms"},
-            at=now,
-        )
+        record_account_event("login.code_sent", account, at=now, challenge=challenge.public_id, channel="sms")
     session[ATTEMPT_KEY] = {"id": attempt_id, "started": now.isoformat(), "next": next_url}
 
 
@@ -322,16 +314,7 @@ def _log_in(account: Account, attempt: dict):
         sessions.end(request.cookies.get(sessions.COOKIE_NAME))
         token = sessions.start(account, request.remote_addr, request.user_agent.string, AUTH_METHOD)
         Account.update(last_login_at=now).where(Account.id == account.id).execute()
-        audit.record(
-            "login.success",
-            actor_id=account.id,
-            actor_role=account.role,
-            ip=request.remote_addr,
-            object_type="account",
-            object_id=account.id,
-            details={"method": AUTH_METHOD},
-            at=now,
-        )
+        record_account_event("login.success", account, at=now, method=AUTH_METHOD)
     _restart_browser_session()
     target = safe_next(attempt.get("next")) if account.state == "active" else None
     response = redirect(target or landing_url(account))
@@ -349,16 +332,7 @@ def _restart_browser_session() -> None:
 
 def _audit_failure(action: str, account: Account | None, reason: str, **details) -> None:
     # Never the submitted code, password or (for an unknown user) username: people type passwords there.
-    audit.record(
-        action,
-        actor_id=account.id if account else None,
-        actor_role=account.role if account else "anonymous",
-        ip=request.remote_addr,
-        outcome="failure",
-        object_type="account" if account else None,
-        object_id=account.id if account else None,
-        details={"reason": reason, **details},
-    )
+    record_account_event(action, account, outcome="failure", reason=reason, **details)
 
 
 # -- a pending account, and logging out -----------------------------------------------------------------------
@@ -376,14 +350,7 @@ def pending():
 def logout():
     token = request.cookies.get(sessions.COOKIE_NAME)
     if g.account is not None:
-        audit.record(
-            "logout",
-            actor_id=g.account.id,
-            actor_role=g.account.role,
-            ip=request.remote_addr,
-            object_type="account",
-            object_id=g.account.id,
-        )
+        record_account_event("logout", g.account)
     sessions.end(token)
     _restart_browser_session()
     g.account, g.no_store = None, True

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
 from models import Account, db
-from security import audit
 
 from . import i18n
 from .auth import safe_next
+from .trail import record_account_event
 
 bp = Blueprint("main", __name__)
 
@@ -28,15 +28,7 @@ def set_language():
     account = g.account
     if account is not None and account.language != language:
         Account.update(language=language).where(Account.id == account.id).execute()
-        audit.record(
-            "account.language",
-            actor_id=account.id,
-            actor_role=account.role,
-            ip=request.remote_addr,
-            object_type="account",
-            object_id=account.id,
-            details={"from": account.language, "to": language},
-        )
+        record_account_event("account.language", account, **{"from": account.language, "to": language})
     return redirect(safe_next(request.form.get("next")) or url_for("main.home"))
 
 
