@@ -299,6 +299,8 @@ def _persist(flow: Flow, spec: Transition, trigger: str, source: str) -> None:
         at=now,
     )
     for message in flow.outbox:
+        if message.related_type == workflow.name and message.related_id is None:
+            message.related_id = row.id  # unknown while a `create` runs its effects
         message.save(force_insert=True)
 
 

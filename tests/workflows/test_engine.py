@@ -145,3 +145,9 @@ def test_one_machine_per_workflow_and_no_machine_on_rows():
     for workflow in WORKFLOWS.values():
         assert workflow.machine.models == []
         assert "new" in workflow.machine.states
+
+
+def test_outbox_rows_name_the_record_that_caused_them(submit_application):
+    app = submit_application()
+    message = OutboxMessage.get(OutboxMessage.template == "enrollment_received")
+    assert (message.related_type, message.related_id) == ("enrollment", app.id)
