@@ -243,7 +243,7 @@ def code():
     if request.method == "POST":
         account, problem = _check_code(attempt["id"], request.form.get("code", ""))
         if account is not None:
-            return _log_in(account, attempt)
+            return log_in(account, AUTH_METHOD, attempt.get("next"))
         if problem == "too-many-failures":
             session.pop(ATTEMPT_KEY, None)
             flash(_("Too many wrong codes: please log in again."), "error")
@@ -307,16 +307,17 @@ def _check_code(attempt_id: str, submitted: str) -> tuple[Account | None, str | 
     return account, None
 
 
-def _log_in(account: Account, attempt: dict):
-    """A new server-side session (never the one this browser had before), then the role's landing page."""
+def log_in(account: Account, method: str, next_url: str | None = None):
+    """The end of every way in (password + code, HIN): a new server-side session (never the one this browser had
+    before), the browser's signed cookie restarted, then `next_url` or the role's landing page."""
     now = utcnow()
     with db.atomic():
         sessions.end(request.cookies.get(sessions.COOKIE_NAME))
-        token = sessions.start(account, request.remote_addr, request.user_agent.string, AUTH_METHOD)
+        token = sessions.start(account, request.remote_addr, request.user_agent.string, method)
         Account.update(last_login_at=now).where(Account.id == account.id).execute()
-        record_account_event("login.success", account, at=now, method=AUTH_METHOD)
+        record_account_event("login.success", account, at=now, method=method)
     _restart_browser_session()
-    target = safe_next(attempt.get("next")) if account.state == "active" else None
+    target = safe_next(next_url) if account.state == "active" else None
     response = redirect(target or landing_url(account))
     _set_session_cookie(response, token)
     return response
