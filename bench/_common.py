@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-COLUMNS = ("measure", "engine", "baseline", "ratio", "goal", "met?")
+COLUMNS = ("measure", "measured", "baseline", "ratio", "goal", "met?")
 
 
 @dataclass(frozen=True)

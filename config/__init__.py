@@ -61,6 +61,10 @@ class Config:
             value = env.get(f"MYHUG_{name}")
             return default if value in (None, "") else value
 
+        hin = {name: get(name) for name in ("HIN_ISSUER", "HIN_CLIENT_ID", "HIN_CLIENT_SECRET")}
+        if any(hin.values()) and not all(hin.values()):
+            unset = ", ".join(f"MYHUG_{name}" for name, value in hin.items() if not value)
+            raise ConfigError(f"HIN login is half configured: set {unset} too, or none of the three")
         secret_key = get("SECRET_KEY") or cls.default_secret(instance)
         data_key = get("DATA_KEY") or cls.default_data_key(instance)
         return {
@@ -90,7 +94,11 @@ class Config:
             "HIN_CLIENT_SECRET": get("HIN_CLIENT_SECRET"),
             "HIN_GLN_CLAIM": get("HIN_GLN_CLAIM", "gln"),
             "HIN_IDENTITY_TYPE_CLAIM": get("HIN_IDENTITY_TYPE_CLAIM", "hin_identity_type"),
+            "SMS_TIMEOUT": float(get("SMS_TIMEOUT", "5")),
             "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
+            # Per client address (DESIGN §6); "N per minute;M per hour" in the limits library's notation.
+            "LOGIN_RATE_LIMIT": get("LOGIN_RATE_LIMIT", "20 per minute;200 per hour"),
+            "SMS_RATE_LIMIT": get("SMS_RATE_LIMIT", "30 per hour"),
             # Sessions (DESIGN §6).
             "SESSION_IDLE_MINUTES": int(get("SESSION_IDLE_MINUTES", "30")),
             "SESSION_ABSOLUTE_HOURS": int(get("SESSION_ABSOLUTE_HOURS", "12")),
@@ -158,10 +166,18 @@ class TestingConfig(DevelopmentConfig):
 
 
 class ProductionConfig(Config):
-    """Refuses to start without its secrets: nothing is generated or defaulted."""
+    """Refuses to start without its secrets: nothing is generated or defaulted. The public address is required
+    too: e-mails link to it and HIN sends users back to it."""
 
     ENV_NAME = "production"
-    REQUIRED = ("MYHUG_SECRET_KEY", "MYHUG_DATA_KEY", "MYHUG_DATABASE_URL")
+    REQUIRED = ("MYHUG_SECRET_KEY", "MYHUG_DATA_KEY", "MYHUG_DATABASE_URL", "MYHUG_PUBLIC_URL")
+
+    @classmethod
+    def load(cls, environ=None, instance_path="instance") -> dict:
+        config = super().load(environ, instance_path)
+        if not config["PUBLIC_URL"].startswith("https://"):
+            raise ConfigError("production refuses to start: MYHUG_PUBLIC_URL must be an https:// address")
+        return config
 
 
 CONFIGS = {c.ENV_NAME: c for c in (DevelopmentConfig, TestingConfig, ProductionConfig)}

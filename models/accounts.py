@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import StrEnum
 
-from peewee import BlobField, BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
+from peewee import (
+    JOIN,
+    BlobField,
+    BooleanField,
+    CharField,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    TextField,
+    Value,
+    fn,
+)
 
+from .audit import TransitionLog
 from .db import BaseModel, public_id, utcnow
 from .physicians import Physician
 
@@ -56,6 +69,23 @@ class Account(BaseModel):
     class Meta:
         indexes = ((("hin_issuer", "hin_subject"), True),)
 
+    @classmethod
+    def by_hin_identity(cls, issuer: str, subject: str):
+        return cls.get_or_none((cls.hin_issuer == issuer) & (cls.hin_subject == subject))
+
+    @classmethod
+    def with_email(cls, email: str):
+        """Any account using this address, whatever the case it was typed in."""
+        return cls.select().where(fn.LOWER(cls.email) == email.strip().lower()).first()
+
+    @classmethod
+    def free_username(cls, base: str) -> str:
+        """`base` if nobody has it, else the first free `base2`, `base3`, … (usernames are never reused)."""
+        taken = {a.username for a in cls.select(cls.username).where(cls.username.startswith(base))}
+        if base not in taken:
+            return base
+        return next(f"{base}{n}" for n in range(2, len(taken) + 3) if f"{base}{n}" not in taken)
+
     @property
     def roles(self) -> frozenset[str]:
         extra = {r for r in self.extra_roles.split(",") if r} if self.role != Role.PHYSICIAN else set()
@@ -63,6 +93,55 @@ class Account(BaseModel):
 
     def has_role(self, role: str) -> bool:
         return str(role) in self.roles
+
+    # -- named queries (the admin area's account list and page) --------------------------------------------
+    @classmethod
+    def search(cls, text: str = "", *, role: str | None = None, state: str | None = None):
+        """Accounts whose name, username, e-mail or GLN contain every word of `text`, sorted by name.
+
+        The physician is joined (one query for a whole page, whatever it shows of them). Each word may match a
+        different column ("anne 7601" finds Anne whose GLN contains 7601); matching ignores ASCII case.
+        """
+        query = cls.select(cls, Physician).join(Physician, JOIN.LEFT_OUTER, on=(cls.physician == Physician.id))
+        for word in text.split():
+            query = query.where(
+                cls.full_name.contains(word)
+                | cls.username.contains(word)
+                | cls.email.contains(word)
+                | Physician.gln.contains(word)
+                | Physician.last_name.contains(word)
+                | Physician.first_name.contains(word)
+            )
+        if role:
+            # extra_roles is "validator,administrator": compare whole names; a physician never holds another role.
+            in_extra = Value(",").concat(cls.extra_roles).concat(",").contains(f",{role},")
+            query = query.where((cls.role == role) | ((cls.role != Role.PHYSICIAN) & in_extra))
+        if state:
+            query = query.where(cls.state == state)
+        name = fn.LOWER(fn.COALESCE(fn.NULLIF(cls.full_name, ""), cls.username))
+        return query.order_by(name, cls.username, cls.id)
+
+    @classmethod
+    def by_public_id(cls, value: str) -> Account | None:
+        """The account named in a URL, its physician joined; None when there is none."""
+        return (
+            cls.select(cls, Physician)
+            .join(Physician, JOIN.LEFT_OUTER, on=(cls.physician == Physician.id))
+            .where(cls.public_id == value)
+            .first()
+        )
+
+    @classmethod
+    def state_history(cls, account_id: int):
+        """The account workflow's transition log for one account, oldest first; `row.actor` is who fired it
+        (an Account, or None for the system)."""
+        actor = cls.alias()
+        return (
+            TransitionLog.select(TransitionLog, actor.id, actor.public_id, actor.username, actor.full_name)
+            .join(actor, JOIN.LEFT_OUTER, on=(TransitionLog.actor_id == actor.id), attr="actor")
+            .where((TransitionLog.workflow == "account") & (TransitionLog.object_id == account_id))
+            .order_by(TransitionLog.at, TransitionLog.id)
+        )
 
 
 class Session(BaseModel):
@@ -77,6 +156,20 @@ class Session(BaseModel):
     user_agent = CharField(null=True)
     auth_method = CharField(default="password")  # password+sms | hin
 
+    @classmethod
+    def count_live(cls, account_id: int, *, idle_since: dt.datetime, started_since: dt.datetime) -> int:
+        """Sessions of an account that are neither revoked nor past their idle or absolute lifetime."""
+        return (
+            cls.select()
+            .where(
+                (cls.account == account_id)
+                & cls.revoked_at.is_null()
+                & (cls.last_seen_at > idle_since)
+                & (cls.created_at > started_since)
+            )
+            .count()
+        )
+
 
 class CodeChallenge(BaseModel):
     """One one-time code: hashed, single use (consumed by compare-and-set), tied to the attempt that asked."""
@@ -90,6 +183,18 @@ class CodeChallenge(BaseModel):
     expires_at = DateTimeField(index=True)
     consumed_at = DateTimeField(null=True)
     failures = IntegerField(default=0)
+
+    LOGIN_PURPOSES = ("login", "login-app")  # a code sent by SMS; an attempt answered by the authenticator app
+
+    @classmethod
+    def latest_of_attempt(cls, attempt_id: str):
+        """The challenge that counts for a login attempt: the newest (a resend makes the earlier ones void)."""
+        return (
+            cls.select()
+            .where((cls.attempt_id == attempt_id) & cls.purpose.in_(cls.LOGIN_PURPOSES))
+            .order_by(cls.id.desc())
+            .first()
+        )
 
 
 class TotpCredential(BaseModel):

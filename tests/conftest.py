@@ -19,6 +19,9 @@ from security import encryption, passwords  # noqa: E402
 from tests import pg  # noqa: E402
 from workflows import ACCOUNT, SYSTEM, Actor, engine  # noqa: E402
 
+# The OpenID Connect provider for the HIN tests (`provider`, `make_provider` fixtures).
+pytest_plugins = ["tests.oidc"]
+
 TEST_DATA_KEY = secrets.token_bytes(32)
 encryption.configure(TEST_DATA_KEY)
 # Production keeps argon2-cffi's RFC 9106 defaults (about 0.1 s a hash here); tests need thousands of hashes.

@@ -12,17 +12,18 @@ from config import ConfigError, decode_data_key, load_config
 GOOD_KEY = secrets.token_urlsafe(32)
 
 
-@pytest.mark.parametrize(
-    "missing",
-    ["MYHUG_SECRET_KEY", "MYHUG_DATA_KEY", "MYHUG_DATABASE_URL"],
-)
+PRODUCTION = {
+    "MYHUG_ENV": "production",
+    "MYHUG_SECRET_KEY": "s" * 64,
+    "MYHUG_DATA_KEY": GOOD_KEY,
+    "MYHUG_DATABASE_URL": "postgresql://myhug@db/myhug",
+    "MYHUG_PUBLIC_URL": "https://www.myhug.ch",
+}
+
+
+@pytest.mark.parametrize("missing", ["MYHUG_SECRET_KEY", "MYHUG_DATA_KEY", "MYHUG_DATABASE_URL", "MYHUG_PUBLIC_URL"])
 def test_production_names_what_is_missing(tmp_path, missing):
-    env = {
-        "MYHUG_ENV": "production",
-        "MYHUG_SECRET_KEY": "s" * 64,
-        "MYHUG_DATA_KEY": GOOD_KEY,
-        "MYHUG_DATABASE_URL": "postgresql://myhug@db/myhug",
-    }
+    env = dict(PRODUCTION)
     del env[missing]
     with pytest.raises(ConfigError, match=missing):
         load_config(env, tmp_path)
@@ -30,13 +31,7 @@ def test_production_names_what_is_missing(tmp_path, missing):
 
 
 def test_production_with_its_secrets(tmp_path):
-    env = {
-        "MYHUG_ENV": "production",
-        "MYHUG_SECRET_KEY": "s" * 64,
-        "MYHUG_DATA_KEY": GOOD_KEY,
-        "MYHUG_DATABASE_URL": "postgresql://myhug@db/myhug",
-        "MYHUG_SMS_BACKEND": "http",
-    }
+    env = {**PRODUCTION, "MYHUG_SMS_BACKEND": "http"}
     config = load_config(env, tmp_path)
     assert config["SESSION_COOKIE_SECURE"] is True
     assert config["DATABASE_URL"] == "postgresql://myhug@db/myhug"
@@ -61,7 +56,7 @@ def test_environment_overrides_defaults(tmp_path):
     assert config["TEMPORARY_PASSWORD_HOURS"] == 72  # never beyond the procedure's 72 h
 
 
-@pytest.mark.parametrize("bad", ["short", "!!!not base64!!!", secrets.token_urlsafe(16)])
+@pytest.mark.parametrize("bad", ["short", "!!!not base64!!!", "c2l4dGVlbi1ieXRlcy1rZXk"])  # the last: 16 bytes
 def test_bad_data_key_is_refused(bad):
     with pytest.raises(ConfigError):
         decode_data_key(bad)
@@ -70,3 +65,16 @@ def test_bad_data_key_is_refused(bad):
 def test_unknown_environment_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="MYHUG_ENV"):
         load_config({"MYHUG_ENV": "staging"}, tmp_path)
+
+
+def test_production_needs_an_https_public_address(tmp_path):
+    with pytest.raises(ConfigError, match="https"):
+        load_config({**PRODUCTION, "MYHUG_PUBLIC_URL": "http://www.myhug.ch"}, tmp_path)
+
+
+@pytest.mark.parametrize("unset", ["MYHUG_HIN_ISSUER", "MYHUG_HIN_CLIENT_ID", "MYHUG_HIN_CLIENT_SECRET"])
+def test_half_configured_hin_is_refused(tmp_path, unset):
+    hin = {"MYHUG_HIN_ISSUER": "https://oidc.hin.ch/", "MYHUG_HIN_CLIENT_ID": "myhug", "MYHUG_HIN_CLIENT_SECRET": "s"}
+    del hin[unset]
+    with pytest.raises(ConfigError, match=unset):
+        load_config(hin, tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from pathlib import Path
 
@@ -38,26 +39,32 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
     )
 
+    # peewee logs every statement with its parameters at DEBUG: codes and hashes must never reach a log.
+    logging.getLogger("peewee").setLevel(max(logging.INFO, logging.getLogger("peewee").level))
     _open_database(app)
     encryption.configure(app.config["DATA_KEY"])
     notifications.configure(app.config["PUBLIC_URL"], app.config["SUPPORT_EMAIL"])
     account_workflow.TEMPORARY_PASSWORD_HOURS = app.config["TEMPORARY_PASSWORD_HOURS"]
     sessions.configure(app.config["SESSION_IDLE_MINUTES"], app.config["SESSION_ABSOLUTE_HOURS"])
 
-    from . import admin, auth, cli, dev, errors, headers, i18n, main, templating
+    from . import admin, auth, authenticator, cli, dev, errors, headers, hin, i18n, limits, main, templating
+    from . import admin_accounts  # noqa: F401  # isort: skip  (its routes join admin.bp before it is registered)
 
     # Order matters: database, then the logged-in account, then the CSRF check (whose refusal page shows both).
     app.before_request(_connect)
     app.teardown_request(_close)
     auth.init_app(app)
     csrf.init_app(app)
+    limits.init_app(app)
     i18n.init_app(app)
     templating.init_app(app)
     headers.init_app(app)
     errors.init_app(app)
     app.register_blueprint(main.bp)
     app.register_blueprint(auth.bp)
+    hin.init_app(app)  # /login/hin and its callback; without MYHUG_HIN_ISSUER they say HIN is not configured
     app.register_blueprint(admin.bp)
+    app.register_blueprint(authenticator.bp)
     if app.config["MYHUG_ENV"] in DEVELOPMENT_ENVIRONMENTS:
         app.register_blueprint(dev.bp)
     cli.init_app(app)

@@ -1,8 +1,8 @@
-"""Logging in (password, then a code by SMS), logging out, and the access decorators every blueprint uses.
+"""Logging in (password, then a code by SMS), choosing one's password, logging out, and the access decorators.
 
-Minimal but correct (DESIGN §6): same answer and cost for an unknown user and a wrong password, a hashed
-single-use code tied to this login attempt and valid 5 minutes, a new server-side session at every login.
-Lockout, back-off, rate limits and HIN come with the login-hardening issue.
+The rules (failures, back-off, lock, codes) live in workflows/login.py; these views turn their outcome into
+pages. Unknown user, wrong password, locked account and back-off read the same sentence and cost one argon2
+hash each (DESIGN §6). Per-address limits come from web/limits.py.
 """
 
 from __future__ import annotations
@@ -14,23 +14,23 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext
 from flask_babel import gettext as _
 
+from gateways.sms import backend_from_config
 from models import Account, CodeChallenge, Role, db, utcnow
-from security import otp, permissions, sessions
-from security.passwords import verify_password
-from workflows import notifications
+from security import passwords, permissions, sessions
+from workflows import login as login_rules
+from workflows.engine import TransitionRefused
+from workflows.outbox import send_sms_now
 
 from . import UNSESSIONED_ENDPOINTS, i18n
+from .limits import limiter, login_limit, sms_limit, sms_was_sent
 from .templating import url_if_exists
 from .trail import record_account_event
 
 bp = Blueprint("auth", __name__)
 
-LOGIN_STATES = sessions.LIVE_STATES
-CODE_MINUTES = 5  # an SMS code lives 5 minutes (DESIGN §6)
-ATTEMPT_MINUTES = 10  # password step → code step within 10 minutes
-MAX_CODE_FAILURES = 5  # wrong codes per challenge before the attempt must start again
 ATTEMPT_KEY = "login_attempt"
 AUTH_METHOD = "password+sms"
 
@@ -153,104 +153,117 @@ def landing_url(account: Account) -> str:
 
 # -- step 1: username and password ----------------------------------------------------------------------------
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(login_limit, methods=["POST"])
+@limiter.limit(sms_limit, methods=["POST"], scope="sms", deduct_when=sms_was_sent)
 def login():
     g.no_store = True
     next_url = safe_next(request.values.get("next"))
     if g.account is not None and request.method == "GET":
         return redirect(next_url or landing_url(g.account))
-    error = None
-    username = ""
+    error, username = None, ""
     if request.method == "POST":
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         if not username or not password:
             error = _("Enter your username and your password.")
         else:
-            account = _check_password(username, password)
-            if account is None:
-                error = _("Wrong username or password.")
-            else:
-                mobile = _mobile_of(account)
-                if mobile is None:
-                    error = _("No mobile number is registered for this account: contact the e-health service.")
-                    _audit_failure("login.failure", account, "no-mobile", step="password")
-                else:
-                    _send_code(account, mobile, next_url)
+            outcome = login_rules.check_password(username, password)
+            if outcome.ok:
+                attempt_id = secrets.token_urlsafe(16)
+                session[ATTEMPT_KEY] = {"id": attempt_id, "started": utcnow().isoformat(), "next": next_url}
+                if login_rules.uses_authenticator_app(outcome.account):
+                    login_rules.open_app_attempt(outcome.account, attempt_id)
                     return redirect(url_for("auth.code"))
+                error = _send_code(outcome.account, attempt_id)
+                if error is None:
+                    return redirect(url_for("auth.code"))
+            else:
+                _audit_failure("login.failure", outcome.account, outcome.reason, step="password")
+                # One sentence for an unknown user, a wrong password, a locked account and a back-off.
+                error = _("Wrong username or password.")
     return render_template("auth/login.html", error=error, username=username, next_url=next_url)
 
 
-def _check_password(username: str, password: str) -> Account | None:
-    account = Account.get_or_none(Account.username == username)
-    # verify_password hashes even without an account: an unknown user costs what a wrong password costs.
-    matches = verify_password(account.password_hash if account else None, password)
-    reason = None
-    if account is None:
-        reason = "unknown-user"
-    elif not matches:
-        reason = "wrong-password"
-    elif account.state not in LOGIN_STATES:
-        reason = f"account-{account.state}"
-    elif account.password_is_temporary and (
-        account.temporary_password_expires_at is None or account.temporary_password_expires_at <= utcnow()
-    ):
-        reason = "temporary-password-expired"
-    if reason is not None:
-        _audit_failure("login.failure", account, reason, step="password")
-        return None
-    return account
-
-
-def _mobile_of(account: Account) -> str | None:
-    if account.mobile:
-        return account.mobile
-    if account.physician_id is not None and account.physician.mobile:
-        return account.physician.mobile
+def _send_code(account: Account, attempt_id: str) -> str | None:
+    """Issue and send a code now (the login does not wait for the scheduler); the error to show, or None."""
+    try:
+        challenge, message = login_rules.issue_code(account, attempt_id)
+    except TransitionRefused as refused:
+        _audit_failure("login.code_refused", account, refused.reason.code, step="password")
+        if refused.reason.code == "no-mobile":
+            return _("No mobile number is registered for this account: contact the e-health service.")
+        return gettext(refused.reason.text)
+    g.sms_sent = True
+    if not send_sms_now(message, backend_from_config(current_app.config)):
+        login_rules.cancel_code(challenge)
+        _audit_failure("login.code_failed", account, "sms-gateway", step="password", challenge=challenge.public_id)
+        return _("The SMS could not be sent. Please try again in a moment.")
+    record_account_event("login.code_sent", account, challenge=challenge.public_id, channel="sms")
     return None
 
 
-def _send_code(account: Account, mobile: str, next_url: str | None) -> None:
-    """A fresh challenge for this attempt: the code goes to the outbox, only its keyed hash to the database."""
-    attempt_id = secrets.token_urlsafe(16)
-    code = otp.new_code()
-    now = utcnow()
-    with db.atomic():
-        challenge = CodeChallenge(
-            purpose="login",
-            account=account.id,
-            attempt_id=attempt_id,
-            created_at=now,
-            expires_at=now + dt.timedelta(minutes=CODE_MINUTES),
-        )
-        challenge.code_hash = otp.code_digest(challenge.public_id, code)
-        challenge.save(force_insert=True)
-        notifications.notify_login_code(account, mobile, code, CODE_MINUTES)
-        record_account_event("login.code_sent", account, at=now, challenge=challenge.public_id, channel="sms")
-    session[ATTEMPT_KEY] = {"id": attempt_id, "started": now.isoformat(), "next": next_url}
-
-
-# -- step 2: the code ---------------------------------------------------------------------------------------------
-@bp.route("/login/code", methods=["GET", "POST"])
-def code():
-    g.no_store = True
+def _live_attempt() -> dict | None:
     attempt = session.get(ATTEMPT_KEY)
     if not attempt or _attempt_is_stale(attempt):
         if attempt:
             session.pop(ATTEMPT_KEY, None)
             flash(_("Your login attempt has expired: please start again."), "error")
+        return None
+    return attempt
+
+
+# -- step 2: the code ---------------------------------------------------------------------------------------------
+@bp.route("/login/code", methods=["GET", "POST"])
+@limiter.limit(login_limit, methods=["POST"])
+def code():
+    g.no_store = True
+    attempt = _live_attempt()
+    if attempt is None:
         return redirect(url_for("auth.login"))
     error = None
     if request.method == "POST":
-        account, problem = _check_code(attempt["id"], request.form.get("code", ""))
-        if account is not None:
-            return log_in(account, AUTH_METHOD, attempt.get("next"))
-        if problem == "too-many-failures":
+        outcome = login_rules.check_code(attempt["id"], request.form.get("code", ""))
+        if outcome.ok:
+            login_rules.record_success(outcome.account)
+            return log_in(outcome.account, AUTH_METHOD, attempt.get("next"))
+        _audit_failure("login.code_failed", outcome.account, outcome.reason, step="code")
+        if outcome.reason in {"no-challenge", "account-locked", "account-disabled"}:
             session.pop(ATTEMPT_KEY, None)
-            flash(_("Too many wrong codes: please log in again."), "error")
+            flash(_("Your login attempt was stopped: please log in again."), "error")
             return redirect(url_for("auth.login"))
         error = _("The code is wrong or has expired.")
+    return _code_page(error, attempt)
+
+
+@bp.post("/login/code/renvoyer")
+@limiter.limit(login_limit)
+@limiter.limit(sms_limit, scope="sms", deduct_when=sms_was_sent)
+def resend_code():
+    """A new code for the same attempt; the previous one stops working. At most 5 codes an hour per account."""
+    g.no_store = True
+    attempt = _live_attempt()
+    if attempt is None:
+        return redirect(url_for("auth.login"))
+    latest = CodeChallenge.latest_of_attempt(attempt["id"])
+    account = Account.get_or_none(Account.id == latest.account_id) if latest else None
+    if account is None or account.state not in login_rules.LOGIN_STATES:
+        session.pop(ATTEMPT_KEY, None)
+        return redirect(url_for("auth.login"))
+    error = _send_code(account, attempt["id"])
+    if error is None:
+        flash(_("A new code was sent by SMS. An earlier SMS code no longer works."), "info")
+        return redirect(url_for("auth.code"))
+    return _code_page(error, attempt)
+
+
+def _code_page(error: str | None, attempt: dict):
+    """The code step: the authenticator app's code when the attempt waits for it, else the SMS code."""
+    latest = CodeChallenge.latest_of_attempt(attempt["id"])
+    via_app = latest is not None and latest.purpose == "login-app"
     dev_sms_url = url_if_exists("dev.sms") if current_app.config["MYHUG_ENV"] == "development" else None
-    return render_template("auth/code.html", error=error, minutes=CODE_MINUTES, dev_sms_url=dev_sms_url)
+    return render_template(
+        "auth/code.html", error=error, minutes=login_rules.CODE_MINUTES, dev_sms_url=dev_sms_url, via_app=via_app
+    )
 
 
 def _attempt_is_stale(attempt: dict) -> bool:
@@ -258,53 +271,7 @@ def _attempt_is_stale(attempt: dict) -> bool:
         started = dt.datetime.fromisoformat(attempt["started"])
     except (KeyError, TypeError, ValueError):
         return True
-    return utcnow() - started > dt.timedelta(minutes=ATTEMPT_MINUTES)
-
-
-def _check_code(attempt_id: str, submitted: str) -> tuple[Account | None, str | None]:
-    """The account if `submitted` is the live code of this attempt, consumed now; else (None, why)."""
-    challenge = (
-        CodeChallenge.select()
-        .where((CodeChallenge.attempt_id == attempt_id) & (CodeChallenge.purpose == "login"))
-        .order_by(CodeChallenge.id.desc())
-        .first()
-    )
-    if challenge is None:
-        return None, "no-challenge"
-    now = utcnow()
-    submitted = "".join(submitted.split())
-    problem = None
-    if challenge.consumed_at is not None:
-        problem = "code-used"
-    elif challenge.expires_at <= now:
-        problem = "code-expired"
-    elif challenge.failures >= MAX_CODE_FAILURES:
-        problem = "too-many-failures"
-    elif not otp.code_matches(challenge.public_id, submitted, challenge.code_hash):
-        problem = "wrong-code"
-        CodeChallenge.update(failures=CodeChallenge.failures + 1).where(CodeChallenge.id == challenge.id).execute()
-        if challenge.failures + 1 >= MAX_CODE_FAILURES:
-            problem = "too-many-failures"
-    else:
-        # Single use, also under two simultaneous submissions: only one UPDATE finds consumed_at still empty.
-        consumed = (
-            CodeChallenge.update(consumed_at=now)
-            .where(
-                (CodeChallenge.id == challenge.id)
-                & CodeChallenge.consumed_at.is_null()
-                & (CodeChallenge.expires_at > now)
-            )
-            .execute()
-        )
-        if consumed != 1:
-            problem = "code-used"
-    account = Account.get_or_none(Account.id == challenge.account_id)
-    if problem is None and (account is None or account.state not in LOGIN_STATES):
-        problem = "account-inactive"
-    if problem is not None:
-        _audit_failure("login.code_failed", account, problem, step="code", challenge=challenge.public_id)
-        return None, problem
-    return account, None
+    return utcnow() - started > dt.timedelta(minutes=login_rules.ATTEMPT_MINUTES)
 
 
 def log_in(account: Account, method: str, next_url: str | None = None):
@@ -336,15 +303,59 @@ def _audit_failure(action: str, account: Account | None, reason: str, **details)
     record_account_event(action, account, outcome="failure", reason=reason, **details)
 
 
-# -- a pending account, and logging out -----------------------------------------------------------------------
-@bp.get("/login/provisoire")
+# -- choosing one's own password ----------------------------------------------------------------------------------
+def _password_problems(account: Account, new: str, confirmation: str) -> list[str]:
+    if new != confirmation:
+        return [_("The two new passwords differ.")]
+    names = tuple((account.full_name or "").split())
+    if account.physician_id is not None:
+        names += (account.physician.first_name, account.physician.last_name)
+    problems = passwords.check_password(new, username=account.username, email=account.email, names=names)
+    return [gettext(p.text) for p in problems]
+
+
+@bp.route("/login/provisoire", methods=["GET", "POST"])
 def pending():
-    """Honest about today's limits: replacing the temporary password is the next issue's page."""
+    """First login with a temporary password: nothing else is reachable until the holder chooses their own."""
+    g.no_store = True
     if g.account is None:
         return redirect(url_for("auth.login"))
     if g.account.state == "active":
         return redirect(landing_url(g.account))
-    return render_template("auth/pending.html", change_password_url=url_if_exists("auth.change_password"))
+    errors = []
+    if request.method == "POST":
+        new = request.form.get("new_password", "")
+        errors = _password_problems(g.account, new, request.form.get("confirmation", ""))
+        if not errors:
+            account = login_rules.set_own_password(g.account, new, keep_session_id=g.session.id)
+            record_account_event("account.password_set", account, first=True)
+            if account.state == "active":
+                flash(_("Your password is saved and your account is active."), "info")
+                return redirect(landing_url(account))
+            errors = [_("Your password is saved; complete your profile to activate your account.")]
+    return render_template("auth/first_password.html", errors=errors)
+
+
+@bp.route("/profil/mot-de-passe", methods=["GET", "POST"])
+@login_required
+def change_password():
+    """Mon profil, setting 6: needs the current password; every other session of the account ends."""
+    g.no_store = True
+    errors = []
+    if request.method == "POST":
+        current = request.form.get("current_password", "")
+        new = request.form.get("new_password", "")
+        if not passwords.verify_password(g.account.password_hash, current):
+            errors = [_("The current password is wrong.")]
+            _audit_failure("account.password_change_failed", g.account, "wrong-current-password")
+        else:
+            errors = _password_problems(g.account, new, request.form.get("confirmation", ""))
+        if not errors:
+            account = login_rules.set_own_password(g.account, new, keep_session_id=g.session.id)
+            record_account_event("account.password_changed", account)
+            flash(_("Your new password is saved. Your other sessions were closed."), "info")
+            return redirect(landing_url(account))
+    return render_template("auth/change_password.html", errors=errors)
 
 
 @bp.post("/logout")

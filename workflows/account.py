@@ -120,7 +120,8 @@ def issue_temporary_password(flow) -> None:
     account.next_attempt_at = None
     # Kept on the Python object only (not a column), for the one caller allowed to show it: `flask create-user`.
     account.issued_password = password
-    notifications.notify_temporary_password(flow, password, TEMPORARY_PASSWORD_HOURS)
+    reissued = account.id is not None  # reissue_password; issue_login runs before the first insert
+    notifications.notify_temporary_password(flow, password, TEMPORARY_PASSWORD_HOURS, reissued=reissued)
 
 
 def record_hin_identity(flow) -> None:

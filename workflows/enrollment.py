@@ -351,15 +351,6 @@ def record_transmission(flow) -> None:
     notifications.notify_enrollment_validated(flow)
 
 
-def unique_username(first_name: str, last_name: str) -> str:
-    base = re.sub(r"[^a-z]", "", (first_name[:1] + last_name).lower()) or "medecin"
-    candidate, n = base, 1
-    while Account.select().where(Account.username == candidate).exists():
-        n += 1
-        candidate = f"{base}{n}"
-    return candidate
-
-
 def create_login(flow) -> None:
     """Step 6: the physician (one GLN) and their pending account, with a temporary password by e-mail."""
     app = flow.row
@@ -377,7 +368,9 @@ def create_login(flow) -> None:
     for specialty in Specialty.select().where(Specialty.code.in_(app.specialty_list)):
         PhysicianSpecialty.get_or_create(physician=physician, specialty=specialty)
     account = Account(
-        username=unique_username(app.first_name, app.last_name),
+        username=Account.free_username(
+            re.sub(r"[^a-z]", "", (app.first_name[:1] + app.last_name).lower()) or "medecin"
+        ),
         email=app.email,
         full_name=f"{app.first_name} {app.last_name}",
         role=Role.PHYSICIAN,

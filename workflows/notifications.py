@@ -102,9 +102,17 @@ def send_control_code(flow, mobile: str, code: str) -> OutboxMessage:
 
 
 # -- accounts ------------------------------------------------------------------------------------------------
-def notify_temporary_password(flow, password: str, hours: int) -> OutboxMessage:
+def notify_temporary_password(flow, password: str, hours: int, *, reissued: bool = False) -> OutboxMessage:
     account = flow.row
-    return _email(flow, "temporary_password", account.email, username=account.username, password=password, hours=hours)
+    return _email(
+        flow,
+        "temporary_password",
+        account.email,
+        username=account.username,
+        password=password,
+        hours=hours,
+        reissued=reissued,
+    )
 
 
 def notify_login_code(account, mobile: str, code: str, minutes: int) -> OutboxMessage:

@@ -181,7 +181,15 @@ def test_development_sms_page_exists_only_outside_production(database, tmp_path)
     testing = create_app(settings(database, INSTANCE_PATH=str(tmp_path)))
     assert testing.test_client().get("/dev/sms").status_code == 200
     assert testing.config["SESSION_COOKIE_SECURE"] is False
-    production = create_app(settings(database, TESTING=False, MYHUG_ENV="production", INSTANCE_PATH=str(tmp_path)))
+    production = create_app(
+        settings(
+            database,
+            TESTING=False,
+            MYHUG_ENV="production",
+            PUBLIC_URL="https://www.myhug.ch",
+            INSTANCE_PATH=str(tmp_path),
+        )
+    )
     assert production.test_client().get("/dev/sms").status_code == 404
     assert production.config["SESSION_COOKIE_SECURE"] is True
     assert production.config["SESSION_COOKIE_HTTPONLY"] is True

@@ -374,3 +374,12 @@ def test_a_disabled_account_stays_disabled(make_account, make_physician, admin, 
         for actor in (admin, SYSTEM, Actor(Role.PHYSICIAN, account.id)):
             with refused(account, "wrong-state"):
                 engine.fire(ACCOUNT, account, trigger, actor, **HIN_PERSONAL)
+
+
+def test_a_reissued_password_mail_says_it_is_a_new_password(make_account, admin):
+    account = make_account(Role.CLINICIAN)
+    engine.fire(ACCOUNT, Account.get_by_id(account.id), "reissue_password", admin)
+    first, second = OutboxMessage.select().where(OutboxMessage.recipient == account.email).order_by(OutboxMessage.id)
+    assert "a été créé" in first.body and "nouveau mot de passe provisoire" not in first.subject
+    assert "nouveau mot de passe provisoire" in second.subject and "a été créé" not in second.body
+    assert _mailed_password(first) != _mailed_password(second)
