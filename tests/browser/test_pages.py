@@ -49,6 +49,9 @@ def test_administrator_logs_in_with_sms_code_and_sees_the_workflows(live_server,
     # Live counts: the demo has three deliveries in "available".
     assert page.locator('[data-state="available"]').first.get_attribute("data-count") == "3"
     screenshot(page, "admin-workflows")
+    page.goto(live_server.url + "/admin/comptes")
+    assert page.get_by_role("link", name=re.compile("Dupont")).count() >= 1
+    screenshot(page, "admin-accounts")
 
 
 def test_wrong_password_is_refused_without_saying_why(live_server, page, tmp_path):
