@@ -99,6 +99,8 @@ class Config:
             # Per client address (DESIGN §6); "N per minute;M per hour" in the limits library's notation.
             "LOGIN_RATE_LIMIT": get("LOGIN_RATE_LIMIT", "20 per minute;200 per hour"),
             "SMS_RATE_LIMIT": get("SMS_RATE_LIMIT", "30 per hour"),
+            "ENROLMENT_RATE_LIMIT": get("ENROLMENT_RATE_LIMIT", "10 per hour"),
+            "ENROLMENT_TRACKING_RATE_LIMIT": get("ENROLMENT_TRACKING_RATE_LIMIT", "10 per 15 minutes"),
             # Sessions (DESIGN §6).
             "SESSION_IDLE_MINUTES": int(get("SESSION_IDLE_MINUTES", "30")),
             "SESSION_ABSOLUTE_HOURS": int(get("SESSION_ABSOLUTE_HOURS", "12")),

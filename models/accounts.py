@@ -56,6 +56,7 @@ class Account(BaseModel):
     password_hash = CharField(null=True)
     password_is_temporary = BooleanField(default=False)
     temporary_password_expires_at = DateTimeField(null=True)
+    temporary_password_reminded_at = DateTimeField(null=True)  # the reminder before it expires, sent once
     password_changed_at = DateTimeField(null=True)
     mobile = CharField(null=True)  # E.164, verified at the desk
     failed_attempts = IntegerField(default=0)
@@ -68,6 +69,17 @@ class Account(BaseModel):
 
     class Meta:
         indexes = ((("hin_issuer", "hin_subject"), True),)
+
+    @classmethod
+    def temporary_passwords_to_remind(cls, now, ahead):
+        """Pending accounts whose unused temporary password expires within `ahead` and was not reminded yet."""
+        return cls.select().where(
+            (cls.state == "pending")
+            & (cls.password_is_temporary == True)  # noqa: E712 (SQL, not Python)
+            & (cls.temporary_password_expires_at > now)
+            & (cls.temporary_password_expires_at <= now + ahead)
+            & cls.temporary_password_reminded_at.is_null()
+        )
 
     @classmethod
     def by_hin_identity(cls, issuer: str, subject: str):

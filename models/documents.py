@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from peewee import (
     BooleanField,
+    Case,
     CharField,
     DateTimeField,
     ForeignKeyField,
@@ -115,9 +116,23 @@ class Delivery(BaseModel):
             (("physician", "state"), False),
         )
 
+    VISIBLE_STATES = ("available", "notified", "consulted")
+
     @classmethod
     def visible_to(cls, physician_id: int):
         """What "Mes documents" may show: the physician's own deliveries that reached their space."""
-        return cls.select().where(
-            (cls.physician == physician_id) & (cls.state.in_(("available", "notified", "consulted")))
+        return cls.select().where((cls.physician == physician_id) & (cls.state.in_(cls.VISIBLE_STATES)))
+
+    @classmethod
+    def inbox(cls, physician_id: int):
+        """The "Mes documents" list in one query: unread first, then the newest; document, patient, type joined."""
+        unread = Case(None, [(cls.consulted_at.is_null(), 0)], 1)
+        return (
+            cls.select(cls, Document, Patient, DocumentType)
+            .join(Document)
+            .join(Patient, on=(Document.patient == Patient.id))
+            .switch(Document)
+            .join(DocumentType, on=(Document.type == DocumentType.id))
+            .where((cls.physician == physician_id) & (cls.state.in_(cls.VISIBLE_STATES)))
+            .order_by(unread, cls.available_at.desc(), cls.id.desc())
         )

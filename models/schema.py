@@ -56,11 +56,26 @@ def _baseline(migrator: SchemaMigrator) -> None:
     db.create_tables(ALL_MODELS, safe=True)
 
 
-# Append-only: (version, name, function). A later change adds e.g.
-#   (2, "account.language", lambda m: migrate(m.add_column("account", "language", CharField(null=True))))
-# and never edits an entry that has shipped.
+def add_column(table: str, name: str, field):
+    """A migration step that adds a column to databases made before it. A new database already has the column
+    (the baseline creates the current models), so the step is a no-op there."""
+
+    def step(migrator: SchemaMigrator) -> None:
+        if name not in {column.name for column in db.get_columns(table)}:
+            migrate(migrator.add_column(table, name, field))
+
+    step.__name__ = f"add_{table}_{name}"
+    return step
+
+
+# Append-only: (version, name, function); never edit an entry that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[SchemaMigrator], None]]] = [
     (1, "baseline", _baseline),
+    (
+        2,
+        "account.temporary_password_reminded_at",
+        add_column("account", "temporary_password_reminded_at", DateTimeField(null=True)),
+    ),
 ]
 
 

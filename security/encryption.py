@@ -56,6 +56,10 @@ class BlobStore:
         os.replace(tmp, path)  # never a half-written blob under its final name
         return blob_id
 
+    def delete(self, blob_id: str) -> None:
+        """Remove a blob that no record refers to (an upload whose transition was refused)."""
+        self._path(blob_id).unlink(missing_ok=True)
+
     def get(self, blob_id: str, context: str) -> bytes:
         return decrypt(self.key, self._path(blob_id).read_bytes(), f"{context}:{blob_id}")
 

@@ -51,9 +51,20 @@ def can_manage_accounts(account: Account | None) -> bool:
     return is_administrator(account)
 
 
+def can_review_applications(account: Account | None) -> bool:
+    """Step 6: the e-health service reviews transmitted applications, reads their file and creates the login."""
+    return is_administrator(account)
+
+
 def can_use_validation_desk(account: Account | None) -> bool:
     """The AMG secretariat and the e-health service desk receive applicants in person (DESIGN §1)."""
     return has_role(account, Role.VALIDATOR, Role.ADMINISTRATOR)
+
+
+def can_validate_applications(account: Account | None) -> bool:
+    """Steps 2–5 at the desk (receive, check the identity and the mobile, sign section 2, transmit): the validator
+    role only. An administrator works there only if they also hold it; their own step, 6, is on the admin side."""
+    return is_validator(account)
 
 
 def can_read_own_documents(account: Account | None) -> bool:
@@ -79,7 +90,9 @@ PREDICATES = {
         can_view_workflows,
         can_read_audit,
         can_manage_accounts,
+        can_review_applications,
         can_use_validation_desk,
+        can_validate_applications,
         can_read_own_documents,
         can_record_designations,
     )

@@ -19,8 +19,8 @@ from security import encryption, passwords  # noqa: E402
 from tests import pg  # noqa: E402
 from workflows import ACCOUNT, SYSTEM, Actor, engine  # noqa: E402
 
-# The OpenID Connect provider for the HIN tests (`provider`, `make_provider` fixtures).
-pytest_plugins = ["tests.oidc"]
+# The OpenID Connect provider of the HIN tests (`provider`, `make_provider`) and the SMTP server (`smtp_server`).
+pytest_plugins = ["tests.oidc", "tests.smtp"]
 
 TEST_DATA_KEY = secrets.token_bytes(32)
 encryption.configure(TEST_DATA_KEY)

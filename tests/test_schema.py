@@ -52,3 +52,13 @@ def test_gln_check_digit():
     assert not gln_is_valid("7601000000003")
     assert not gln_is_valid("760100000000a")
     assert not gln_is_valid(None)
+
+
+def test_an_older_database_gets_the_new_column(database):
+    """A database at version 1 (before account.temporary_password_reminded_at) is brought up to date."""
+    migrate(schema.migrator().drop_column("account", "temporary_password_reminded_at"))
+    schema.SchemaVersion.delete().where(schema.SchemaVersion.version >= 2).execute()
+    assert schema.current_version() == 1
+    assert "account.temporary_password_reminded_at" in schema.upgrade()
+    assert "temporary_password_reminded_at" in {c.name for c in db.get_columns("account")}
+    assert schema.current_version() == schema.MIGRATIONS[-1][0]

@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 
 import models
 from config import load_config
+from gateways.mail import mail
 from security import encryption, sessions
 from workflows import account as account_workflow
 from workflows import notifications
@@ -47,14 +48,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     account_workflow.TEMPORARY_PASSWORD_HOURS = app.config["TEMPORARY_PASSWORD_HOURS"]
     sessions.configure(app.config["SESSION_IDLE_MINUTES"], app.config["SESSION_ABSOLUTE_HOURS"])
 
-    from . import admin, auth, authenticator, cli, dev, errors, headers, hin, i18n, limits, main, templating
+    from . import admin, auth, authenticator, cli, dev, errors, headers, hin, i18n, limits, main, physician, templating
     from . import admin_accounts  # noqa: F401  # isort: skip  (its routes join admin.bp before it is registered)
+    from . import admin_enrol  # noqa: F401  # isort: skip  (the same: step 6 and the applications' file)
+    from . import desk  # isort: skip  (steps 2–5: the validation desk)
+    from . import appointments, enrol  # isort: skip  (step 1: the applicant's pages; the desks' opening slots)
 
     # Order matters: database, then the logged-in account, then the CSRF check (whose refusal page shows both).
     app.before_request(_connect)
     app.teardown_request(_close)
     auth.init_app(app)
     csrf.init_app(app)
+    mail.init_app(app)
     limits.init_app(app)
     i18n.init_app(app)
     templating.init_app(app)
@@ -64,6 +69,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     hin.init_app(app)  # /login/hin and its callback; without MYHUG_HIN_ISSUER they say HIN is not configured
     app.register_blueprint(admin.bp)
+    app.register_blueprint(desk.bp)
+    app.register_blueprint(enrol.bp)
+    app.register_blueprint(appointments.bp)
+    app.register_blueprint(physician.bp)
     app.register_blueprint(authenticator.bp)
     if app.config["MYHUG_ENV"] in DEVELOPMENT_ENVIRONMENTS:
         app.register_blueprint(dev.bp)

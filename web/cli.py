@@ -9,6 +9,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from jobs.tasks import run_once
 from models import ACCOUNT_ROLES, Account, Physician, db, schema
 from security import audit
 from workflows import ACCOUNT, SYSTEM, TransitionRefused, engine
@@ -106,6 +107,19 @@ def audit_verify() -> None:
         raise SystemExit(1)
 
 
+jobs_group = AppGroup("jobs", help="The scheduled jobs: outbox dispatch, reminders, expiries.")
+
+
+@jobs_group.command("run-once")
+@with_appcontext
+def jobs_run_once() -> None:
+    """Run every due job once, then exit (cron, tests, or a manual catch-up)."""
+    with app_database():
+        results = run_once(current_app)
+    for name, count in results.items():
+        click.echo(f"{name}: {count}")
+
+
 def init_app(app: Flask) -> None:
-    for command in (init_db, demo, create_user, audit_group):
+    for command in (init_db, demo, create_user, audit_group, jobs_group):
         app.cli.add_command(command)

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from models import (
     Account,
+    Appointment,
     CodeChallenge,
     Desk,
     EnrollmentApplication,
@@ -19,10 +20,11 @@ from models import (
     PhysicianSpecialty,
     Role,
     Specialty,
+    db,
     gln_is_valid,
     utcnow,
 )
-from security import otp
+from security import audit, otp
 from security.encryption import encrypt_field
 from security.files import ID_COPY_TYPES
 
@@ -329,9 +331,12 @@ def record_phone_check(flow) -> None:
     app = flow.row
     if flow.get("method") == "sms":
         challenge = _live_control_challenge(app)
-        # Compare-and-set: a code is used once, even if two validators submit it at the same instant.
+        # Compare-and-set: a code is used once, even if two validators submit it at the same instant (the other
+        # request may have consumed it between the guard and here: then there is no live challenge any more).
         used = (
-            CodeChallenge.update(consumed_at=utcnow())
+            0
+            if challenge is None
+            else CodeChallenge.update(consumed_at=utcnow())
             .where((CodeChallenge.id == challenge.id) & CodeChallenge.consumed_at.is_null())
             .execute()
         )
@@ -449,3 +454,61 @@ TRANSITIONS = [
 # fmt: on
 
 ENROLLMENT = Workflow("enrollment", EnrollmentApplication, EnrollmentState, TRANSITIONS, final=FINAL)
+
+
+# -- appointments for step 2 (not transitions: the application stays `submitted` until the desk visit) ----------
+def may_book_appointment(app: EnrollmentApplication) -> Reason | None:
+    """Only an application waiting for its desk visit, whose e-mail address is confirmed, books a time."""
+    if app.state != S.SUBMITTED:
+        return Reason("wrong-state", N_("Appointments are only for applications waiting for the visit at a desk."))
+    if app.email_confirmed_at is None:
+        return Reason("email-unconfirmed", N_("Confirm your e-mail address first: follow the link we e-mailed you."))
+    return None
+
+
+def _appointment_audit(action: str, app: EnrollmentApplication, actor: engine.Actor, **details) -> None:
+    # "enrolment.*" events naming the reference appear in the application's history (EnrollmentApplication.history).
+    audit.record(
+        f"enrolment.{action}",
+        actor_id=actor.account_id,
+        actor_role=actor.role,
+        ip=actor.ip,
+        object_type="enrollment",
+        object_id=app.id,
+        details={"reference": app.reference, **details},
+    )
+
+
+def _applicant_only(app: EnrollmentApplication, actor: engine.Actor) -> None:
+    if actor.role != APPLICANT or actor.proof != app.reference:
+        raise TransitionRefused(Reason("forbidden", N_("Only the applicant can change their appointment.")))
+
+
+def book_appointment(app: EnrollmentApplication, slot_id: int, actor: engine.Actor) -> Appointment:
+    """Book a slot for the applicant, or move their booking to it; the confirmation is e-mailed. All or nothing."""
+    _applicant_only(app, actor)
+    reason = may_book_appointment(app)
+    if reason is not None:
+        raise TransitionRefused(reason)
+    now = utcnow()
+    with db.atomic():
+        previous = Appointment.current_for(app)
+        appointment = Appointment.book(app, slot_id, now)
+        if appointment is None:
+            raise TransitionRefused(Reason("slot-taken", N_("This time is no longer free: choose another one.")))
+        moved_from = previous.slot_id if previous is not None else None
+        notifications.notify_appointment_booked(appointment, moved=moved_from is not None)
+        _appointment_audit("appointment_booked", app, actor, slot=slot_id, moved_from=moved_from)
+    return appointment
+
+
+def cancel_appointment(app: EnrollmentApplication, actor: engine.Actor) -> Appointment:
+    """Cancel the applicant's booking (their application stays open); the cancellation is e-mailed."""
+    _applicant_only(app, actor)
+    with db.atomic():
+        appointment = Appointment.current_for(app)
+        if appointment is None or Appointment.cancel_for(app, utcnow()) != 1:
+            raise TransitionRefused(Reason("no-appointment", N_("You have no appointment to cancel.")))
+        notifications.notify_appointment_cancelled(appointment)
+        _appointment_audit("appointment_cancelled", app, actor, slot=appointment.slot_id)
+    return appointment

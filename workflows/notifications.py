@@ -6,12 +6,15 @@ the recipient's language is not always known when they are written.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from models import OutboxMessage
 
+ZURICH = ZoneInfo("Europe/Zurich")
 _TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
 _env = Environment(
     loader=FileSystemLoader(str(_TEMPLATES)),
@@ -19,6 +22,11 @@ _env = Environment(
     undefined=StrictUndefined,
     keep_trailing_newline=True,
 )
+
+
+def local_time(value: dt.datetime) -> str:
+    """A stored (naive UTC) time as people in Geneva read it: 28.11.2026 14:30."""
+    return value.replace(tzinfo=dt.UTC).astimezone(ZURICH).strftime("%d.%m.%Y %H:%M")
 
 
 class Portal:
@@ -33,20 +41,37 @@ def configure(url: str, support_email: str) -> None:
     Portal.support_email = support_email
 
 
-def _email(flow, template: str, to: str, **context) -> OutboxMessage:
+def _render_email(template: str, **context) -> tuple[str, str]:
+    """(subject, body) of web/templates/email/<template>.txt: a "Subject: …" line, a blank line, the body."""
     rendered = _env.get_template(f"email/{template}.txt").render(portal=Portal, **context)
     subject, _, body = rendered.partition("\n\n")
+    return subject.removeprefix("Subject: ").strip(), body
+
+
+def _email(flow, template: str, to: str, **context) -> OutboxMessage:
+    subject, body = _render_email(template, **context)
     message = OutboxMessage(
-        channel="email",
-        template=template,
-        recipient=to,
-        subject=subject.removeprefix("Subject: ").strip(),
-        body=body,
-        related_type=flow.workflow.name,
-        related_id=None,
+        channel="email", template=template, recipient=to, subject=subject, body=body, related_type=flow.workflow.name
     )
     flow.outbox.append(message)
     return message
+
+
+def queue_email(
+    template: str, to: str, *, related_type: str | None = None, related_id: int | None = None, **context
+) -> OutboxMessage:
+    """An e-mail that belongs to no workflow transition (a reminder): written to the outbox at once, inside the
+    caller's transaction."""
+    subject, body = _render_email(template, **context)
+    return OutboxMessage.create(
+        channel="email",
+        template=template,
+        recipient=to,
+        subject=subject,
+        body=body,
+        related_type=related_type,
+        related_id=related_id,
+    )
 
 
 def _render_sms(template: str, **context) -> str:
@@ -118,3 +143,45 @@ def notify_temporary_password(flow, password: str, hours: int, *, reissued: bool
 def notify_login_code(account, mobile: str, code: str, minutes: int) -> OutboxMessage:
     """The SMS code of one login attempt (DESIGN §6): no name, no username, only the code and its lifetime."""
     return queue_sms("login_code", mobile, related_type="account", related_id=account.id, code=code, minutes=minutes)
+
+
+def notify_temporary_password_expiring(account) -> OutboxMessage:
+    """A day before an unused temporary password expires: no password in it, only what to do."""
+    return queue_email(
+        "temporary_password_expiring",
+        account.email,
+        related_type="account",
+        related_id=account.id,
+        username=account.username,
+        expires_at=local_time(account.temporary_password_expires_at),
+    )
+
+
+# -- appointments at a desk (enrolment step 2) ---------------------------------------------------------------
+def _appointment_email(template: str, appointment, **context) -> OutboxMessage:
+    app, slot = appointment.application, appointment.slot
+    return queue_email(
+        template,
+        app.email,
+        related_type="enrollment",
+        related_id=app.id,
+        reference=app.reference,
+        desk=slot.desk,
+        starts_at=local_time(slot.starts_at),
+        tracking_url=f"{Portal.url}/inscription/suivi",
+        **context,
+    )
+
+
+def notify_appointment_booked(appointment, *, moved: bool = False) -> OutboxMessage:
+    """The applicant's booking (or its move) at a desk: when, where, and what to bring."""
+    return _appointment_email("appointment_booked", appointment, moved=moved)
+
+
+def notify_appointment_cancelled(appointment) -> OutboxMessage:
+    return _appointment_email("appointment_cancelled", appointment)
+
+
+def notify_appointment_reminder(appointment) -> OutboxMessage:
+    """The day before the appointment (jobs/appointments.py)."""
+    return _appointment_email("appointment_reminder", appointment)

@@ -1,15 +1,24 @@
 """Sending what the outbox holds. Rows are written with the change that caused them; this module delivers them.
 
-Today: one message at once (a login code must not wait for the scheduler). The dispatcher with retries and
-back-off for every message is the jobs issue's; it will reuse `claim` and `mark_*`.
+`send_sms_now` sends one login code at once (the login does not wait for the scheduler). `dispatch_due` sends every
+due message: claimed by compare-and-set (one dispatcher per row), retried with exponential back-off and jitter,
+parked as dead with the last error after MAX_ATTEMPTS or at once on a permanent refusal (SMTP 5xx).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import random
+from collections import Counter
 
+from gateways.mail import MailError
 from gateways.sms import SmsError
 from models import OutboxMessage, OutboxStatus, utcnow
+
+MAX_ATTEMPTS = 8
+FIRST_RETRY = dt.timedelta(seconds=30)
+LONGEST_RETRY = dt.timedelta(hours=2)
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +58,44 @@ def send_sms_now(message: OutboxMessage, backend) -> bool:
         return False
     mark_sent(message)
     return True
+
+
+def retry_delay(attempts: int) -> dt.timedelta:
+    """30 s, 1 min, 2 min … up to 2 h, each ±20 % so that retries of a batch do not all fall at once."""
+    base = min(LONGEST_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
+    return base * random.uniform(0.8, 1.2)
+
+
+def mark_failed(message: OutboxMessage, error: str, *, permanent: bool) -> str:
+    """Back to pending for a later try, or dead for good; returns which."""
+    attempts = OutboxMessage.get_by_id(message.id).attempts
+    if permanent or attempts >= MAX_ATTEMPTS:
+        mark_dead(message, error)
+        return OutboxStatus.DEAD
+    OutboxMessage.update(
+        status=OutboxStatus.PENDING, last_error=error[:500], next_attempt_at=utcnow() + retry_delay(attempts)
+    ).where(OutboxMessage.id == message.id).execute()
+    return OutboxStatus.PENDING
+
+
+def dispatch_due(*, send_email, sms_backend, worker: str = "dispatcher", limit: int = 500) -> Counter:
+    """Send what is due now; returns counts by outcome (sent, retry, dead, skipped: claimed by another)."""
+    counts: Counter = Counter()
+    for message in list(OutboxMessage.due(utcnow()).limit(limit)):
+        if not claim(message, worker):
+            counts["skipped"] += 1
+            continue
+        try:
+            if message.channel == "email":
+                send_email(message.recipient, message.subject, message.body)
+            else:
+                sms_backend.send(message.recipient, message.body)
+        except (MailError, SmsError) as exc:
+            permanent = getattr(exc, "permanent", False)
+            outcome = mark_failed(message, str(exc), permanent=permanent)
+            counts["dead" if outcome == OutboxStatus.DEAD else "retry"] += 1
+            log.warning("outbox %s (%s) not sent: %s", message.id, message.template, exc)
+            continue
+        mark_sent(message)
+        counts["sent"] += 1
+    return counts
