@@ -6,6 +6,7 @@ turns that skip into a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -55,18 +56,25 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def live_server(database, tmp_path):
-    """The app on a random loopback port, in a thread (peewee gives that thread its own connection)."""
-    app = create_app(settings(database, INSTANCE_PATH=str(tmp_path / "instance")))
+@contextlib.contextmanager
+def serve(app):
+    """`app` on a random loopback port, in a thread (peewee gives that thread its own connection)."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_port}"
     server.app = app
-    yield server
-    server.shutdown()
-    thread.join(timeout=10)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(database, tmp_path):
+    with serve(create_app(settings(database, INSTANCE_PATH=str(tmp_path / "instance")))) as server:
+        yield server
 
 
 @pytest.fixture
