@@ -217,3 +217,9 @@ def test_error_pages_in_the_layout(app, status, french, english):
     response = client.get("/test-abort", headers={"Accept-Language": "en"})
     assert response.status_code == status
     assert f'<h1 id="page-title">{english}</h1>' in response.get_data(as_text=True)
+
+
+def test_development_mail_page_shows_the_outbox_emails(client, make_account):
+    account = make_account(Role.CLINICIAN, state="pending")
+    page = client.get("/dev/mail").get_data(as_text=True)
+    assert account.email in page and "Mot de passe provisoire" in page
