@@ -215,9 +215,9 @@ class EnrollmentApplication(BaseModel):
     def history(cls, application: EnrollmentApplication) -> tuple[list[TransitionLog], list[AuditEvent]]:
         """The enrolment workflow's transitions of this application and the audit events about it, oldest first.
 
-        Each row's `actor` is the Account who acted (None for the applicant or the system). Audit events are the
-        engine's (object "enrollment", this id) and the facts recorded through the web about the application
-        (actions "enrolment.*" naming its reference, e.g. the ID copy viewed).
+        Each row's `actor` is the Account who acted (None for the applicant or the system). Audit events are all
+        those about the application (object "enrollment", this id): the engine's, and the facts recorded through
+        the web (the ID copy viewed, an appointment booked).
         """
         actor = Account.alias()
         transitions = (
@@ -228,14 +228,10 @@ class EnrollmentApplication(BaseModel):
         )
         actor = Account.alias()
         about = (AuditEvent.object_type == "enrollment") & (AuditEvent.object_id == str(application.id))
-        # Canonical JSON (security/audit.py): sorted keys, no spaces, so the reference reads exactly like this.
-        named = AuditEvent.action.startswith("enrolment.") & AuditEvent.details.contains(
-            f'"reference":"{application.reference}"'
-        )
         events = (
             AuditEvent.select(AuditEvent, actor.id, actor.public_id, actor.username, actor.full_name)
             .join(actor, JOIN.LEFT_OUTER, on=(AuditEvent.actor_id == actor.id), attr="actor")
-            .where(about | named)
+            .where(about)
             .order_by(AuditEvent.at, AuditEvent.id)
         )
         return list(transitions), list(events)

@@ -300,7 +300,9 @@ def application_id_copy(reference: str):
     if mime not in ID_COPY_TYPES:
         mime = "application/octet-stream"
     extension = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png"}.get(mime, "bin")
-    record_account_event(ID_COPY_VIEWED, g.account, reference=application.reference, application=application.id)
+    record_account_event(
+        ID_COPY_VIEWED, g.account, about=("enrollment", application.id), reference=application.reference
+    )
     return Response(
         data,
         mimetype=mime,

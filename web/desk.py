@@ -226,7 +226,9 @@ def id_copy(reference: str):
     mime = sniff_type(data)
     if mime not in ID_COPY_TYPES:
         mime = "application/octet-stream"
-    record_account_event(ID_COPY_VIEWED, g.account, reference=application.reference, application=application.id)
+    record_account_event(
+        ID_COPY_VIEWED, g.account, about=("enrollment", application.id), reference=application.reference
+    )
     filename = f"{application.reference}-piece-identite.{EXTENSIONS.get(mime, 'bin')}"
     return _download(data, mime, filename)
 
@@ -349,7 +351,11 @@ def _send_control_sms_now(application: EnrollmentApplication) -> None:
     message = EnrollmentApplication.unsent_control_sms(application.id)
     if message is not None and not send_sms_now(message, backend_from_config(current_app.config)):
         record_account_event(
-            "enrolment.control_sms_failed", g.account, outcome="failure", reference=application.reference
+            "enrolment.control_sms_failed",
+            g.account,
+            outcome="failure",
+            about=("enrollment", application.id),
+            reference=application.reference,
         )
         flash(_("The control SMS could not be sent. Try again in a moment, or make a control call."), "error")
         return

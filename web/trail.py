@@ -11,17 +11,27 @@ from security import audit
 
 
 def record_account_event(
-    action: str, account: Account | None, *, outcome: str = "success", at: dt.datetime | None = None, **details
+    action: str,
+    account: Account | None,
+    *,
+    outcome: str = "success",
+    at: dt.datetime | None = None,
+    about: tuple[str, object] | None = None,
+    **details,
 ) -> None:
-    """Never pass a password, a code or an unknown username in `details`: people type passwords there."""
+    """`account` acted from this request's address. The event is about `about` = (object type, id) when given
+    (an application whose ID copy was opened), else about the account itself.
+
+    Never pass a password, a code or an unknown username in `details`: people type passwords there."""
+    object_type, object_id = about or (("account", account.id) if account else (None, None))
     audit.record(
         action,
         actor_id=account.id if account else None,
         actor_role=account.role if account else "anonymous",
         ip=request.remote_addr,
         outcome=outcome,
-        object_type="account" if account else None,
-        object_id=account.id if account else None,
+        object_type=object_type,
+        object_id=object_id,
         details=details,
         at=at,
     )

@@ -102,7 +102,7 @@ def section_one_complete(flow) -> Reason | None:
     codes = app.specialty_list
     if not codes or Specialty.select().where(Specialty.code.in_(codes)).count() != len(set(codes)):
         return Reason("bad-specialty", N_("Choose your specialties from the list."))
-    if app.date_of_birth >= dt.date.today():
+    if app.date_of_birth >= utcnow().date():
         return Reason("bad-birth-date", N_("The date of birth is not valid."))
     return None
 
@@ -467,7 +467,7 @@ def may_book_appointment(app: EnrollmentApplication) -> Reason | None:
 
 
 def _appointment_audit(action: str, app: EnrollmentApplication, actor: engine.Actor, **details) -> None:
-    # "enrolment.*" events naming the reference appear in the application's history (EnrollmentApplication.history).
+    # About the application (object "enrollment", its id): they appear in its history (EnrollmentApplication.history).
     audit.record(
         f"enrolment.{action}",
         actor_id=actor.account_id,

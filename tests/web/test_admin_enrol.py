@@ -521,8 +521,7 @@ def test_no_id_copy_yet_or_a_missing_file_is_404(client, login_as, app, submit_a
 
 def test_history_shows_other_audited_facts_about_the_application_and_no_one_elses(client, login_as, transmitted):
     login_as(Role.ADMINISTRATOR)
-    # As the appointment functions write them (object = the application) and as the desk does through
-    # web.trail (object = the account acting, the reference in the details).
+    # As the appointment functions and the desk (web.trail, about=the application) write them.
     audit.record(
         "enrolment.appointment_booked",
         actor_role="applicant",
@@ -534,11 +533,19 @@ def test_history_shows_other_audited_facts_about_the_application_and_no_one_else
         "enrolment.control_sms_failed",
         actor_role="validator",
         outcome="failure",
+        object_type="enrollment",
+        object_id=transmitted.id,
+        details={"reference": transmitted.reference},
+    )
+    # Another application's event, and one that only names this reference without being about it: not shown.
+    audit.record("enrolment.control_sms_failed", actor_role="validator", details={"reference": "MH-ZZZZ-ZZZZ"})
+    audit.record(
+        "enrolment.note",
+        actor_role="validator",
         object_type="account",
         object_id=1,
         details={"reference": transmitted.reference},
     )
-    audit.record("enrolment.control_sms_failed", actor_role="validator", details={"reference": "MH-ZZZZ-ZZZZ"})
     rows = history_rows(page(client, detail_path(transmitted), headers=EN))
     assert len(rows) == 7 + 2
     assert "Appointment booked" in rows[-2] and "Applicant" in rows[-2]
