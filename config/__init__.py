@@ -100,6 +100,9 @@ class Config:
             "LOGIN_RATE_LIMIT": get("LOGIN_RATE_LIMIT", "20 per minute;200 per hour"),
             "SMS_RATE_LIMIT": get("SMS_RATE_LIMIT", "30 per hour"),
             "ENROLMENT_RATE_LIMIT": get("ENROLMENT_RATE_LIMIT", "10 per hour"),
+            "HELP_MESSAGE_RATE_LIMIT": get("HELP_MESSAGE_RATE_LIMIT", "5 per hour"),
+            # Per DPI client (its bearer token).
+            "FHIR_RATE_LIMIT": get("FHIR_RATE_LIMIT", "6000 per minute"),
             "ENROLMENT_TRACKING_RATE_LIMIT": get("ENROLMENT_TRACKING_RATE_LIMIT", "10 per 15 minutes"),
             # Sessions (DESIGN §6).
             "SESSION_IDLE_MINUTES": int(get("SESSION_IDLE_MINUTES", "30")),
@@ -112,6 +115,8 @@ class Config:
             "TEMPORARY_PASSWORD_HOURS": min(72, int(get("TEMPORARY_PASSWORD_HOURS", "72"))),
             "MAX_UPLOAD_BYTES": int(get("MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))),
             "MAX_CONTENT_LENGTH": int(get("MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))) + 64 * 1024,
+            # A document's PDF from the DPI (DESIGN §6: files are size-limited); 20 MiB unless configured.
+            "MAX_DOCUMENT_BYTES": int(get("MAX_DOCUMENT_BYTES", str(20 * 1024 * 1024))),
             # Languages: French first (the procedure's language), English second.
             "LANGUAGES": ["fr", "en"],
             "BABEL_DEFAULT_LOCALE": "fr",

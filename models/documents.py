@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from peewee import (
+    JOIN,
     BooleanField,
     Case,
     CharField,
@@ -10,9 +11,11 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     TextField,
+    fn,
 )
 
 from .accounts import Account
+from .audit import TransitionLog
 from .db import BaseModel, public_id, utcnow
 from .patients import Patient, Stay
 from .physicians import Physician
@@ -25,6 +28,11 @@ class DocumentType(BaseModel):
     name_fr = CharField()
     name_en = CharField()
     communicable = BooleanField(default=False)
+
+    @classmethod
+    def catalogue(cls):
+        """Every type, by LOINC code (the administrators' page)."""
+        return cls.select().order_by(cls.loinc)
 
 
 SEED_DOCUMENT_TYPES = [
@@ -73,6 +81,45 @@ class Document(BaseModel):
     def is_current(self) -> bool:
         return self.superseded_at is None and self.recalled_at is None
 
+    @classmethod
+    def by_dpi_id(cls, system: str, value: str):
+        """The document the DPI knows by this identifier, or None."""
+        return cls.get_or_none((cls.dpi_system == system) & (cls.dpi_value == value))
+
+    @classmethod
+    def of_stay(cls, stay_id: int):
+        """Every document of a stay (all versions, any status), oldest first."""
+        return cls.select().where(cls.stay == stay_id).order_by(cls.id)
+
+    @classmethod
+    def by_public_id(cls, value: str) -> Document | None:
+        """The document named in a URL, its type, patient and stay joined."""
+        return (
+            cls.select(cls, DocumentType, Patient, Stay)
+            .join(DocumentType, on=(cls.type == DocumentType.id))
+            .switch(cls)
+            .join(Patient, on=(cls.patient == Patient.id))
+            .switch(cls)
+            .join(Stay, on=(cls.stay == Stay.id))
+            .where(cls.public_id == value)
+            .first()
+        )
+
+    @classmethod
+    def newer_version(cls, document_id: int) -> Document | None:
+        """The version that replaced this one, if any."""
+        return cls.select().where(cls.replaces == document_id).order_by(cls.version_number.desc()).first()
+
+    @classmethod
+    def of_stays(cls, stay_ids):
+        """The documents of these stays, the newest first, their type joined, in one query."""
+        return (
+            cls.select(cls, DocumentType)
+            .join(DocumentType, on=(cls.type == DocumentType.id))
+            .where(cls.stay.in_(list(stay_ids)))
+            .order_by(cls.created_at.desc(), cls.id.desc())
+        )
+
 
 class ManualAuthorization(BaseModel):
     """A clinician sends one document to a physician by hand, with the patient's explicit agreement recorded."""
@@ -93,6 +140,11 @@ class ManualAuthorization(BaseModel):
         return cls.get_or_none(
             (cls.document == document_id) & (cls.physician == physician_id) & cls.revoked_at.is_null()
         )
+
+    @classmethod
+    def in_force(cls, document_id: int):
+        """The manual authorizations not withdrawn for this document."""
+        return cls.select().where((cls.document == document_id) & cls.revoked_at.is_null())
 
 
 class Delivery(BaseModel):
@@ -119,20 +171,152 @@ class Delivery(BaseModel):
     VISIBLE_STATES = ("available", "notified", "consulted")
 
     @classmethod
+    def of_document(cls, document_id: int):
+        """The document's deliveries, one per recipient, their physician joined, by the physician's name."""
+        return (
+            cls.select(cls, Physician)
+            .join(Physician, on=(cls.physician == Physician.id))
+            .where(cls.document == document_id)
+            .order_by(Physician.last_name, Physician.first_name, cls.id)
+        )
+
+    @classmethod
+    def history(cls, delivery_ids):
+        """The delivery workflow's transition log of these deliveries, oldest first, in one query; `row.actor` is
+        the Account who fired it (None for the system or the DPI)."""
+        actor = Account.alias()
+        return (
+            TransitionLog.select(TransitionLog, actor.id, actor.public_id, actor.username, actor.full_name)
+            .join(actor, JOIN.LEFT_OUTER, on=(TransitionLog.actor_id == actor.id), attr="actor")
+            .where((TransitionLog.workflow == "delivery") & TransitionLog.object_id.in_(list(delivery_ids)))
+            .order_by(TransitionLog.at, TransitionLog.id)
+        )
+
+    @classmethod
+    def of_document_in(cls, document_id: int, states):
+        """The deliveries of one document in these states, by id."""
+        where = (cls.document == document_id) & cls.state.in_([str(s) for s in states])
+        return cls.select().where(where).order_by(cls.id)
+
+    @classmethod
+    def of_physician(cls, physician_id: int, states):
+        """The physician's deliveries in these states (e.g. those waiting for their account), by id."""
+        return cls.select().where((cls.physician == physician_id) & cls.state.in_([str(s) for s in states]))
+
+    @classmethod
+    def of_type(cls, document_type_id: int, states):
+        """The deliveries of documents of one type in these states (a type reclassified by an administrator)."""
+        return (
+            cls.select(cls)
+            .join(Document)
+            .where((Document.type == document_type_id) & cls.state.in_([str(s) for s in states]))
+            .order_by(cls.id)
+        )
+
+    @classmethod
     def visible_to(cls, physician_id: int):
         """What "Mes documents" may show: the physician's own deliveries that reached their space."""
         return cls.select().where((cls.physician == physician_id) & (cls.state.in_(cls.VISIBLE_STATES)))
 
+    # On their way to the physician but not in "Mes documents" yet (withheld and revoked ones never will be).
+    WAITING_STATES = ("finalized", "communicable", "consented")
+    INBOX_SORTS = ("received", "patient", "type")
+
     @classmethod
-    def inbox(cls, physician_id: int):
-        """The "Mes documents" list in one query: unread first, then the newest; document, patient, type joined."""
-        unread = Case(None, [(cls.consulted_at.is_null(), 0)], 1)
-        return (
+    def inbox(
+        cls,
+        physician_id: int,
+        *,
+        unread_only: bool = False,
+        since=None,
+        patient_public_id: str | None = None,
+        sort: str = "received",
+        language: str = "fr",
+    ):
+        """The "Mes documents" list in one query, document, patient and type joined.
+
+        `sort`: "received" (unread first, then the newest), "patient" (by name, then unread first and newest) or
+        "type" (the type's name in `language`, then the same). Filters: unread only, received since a time, one
+        patient (by public id)."""
+        unread_first = Case(None, [(cls.consulted_at.is_null(), 0)], 1)
+        query = (
             cls.select(cls, Document, Patient, DocumentType)
             .join(Document)
             .join(Patient, on=(Document.patient == Patient.id))
             .switch(Document)
             .join(DocumentType, on=(Document.type == DocumentType.id))
             .where((cls.physician == physician_id) & (cls.state.in_(cls.VISIBLE_STATES)))
-            .order_by(unread, cls.available_at.desc(), cls.id.desc())
         )
+        if unread_only:
+            query = query.where(cls.consulted_at.is_null())
+        if since is not None:
+            query = query.where(cls.available_at >= since)
+        if patient_public_id:
+            query = query.where(Patient.public_id == patient_public_id)
+        newest = (unread_first, cls.available_at.desc(), cls.id.desc())
+        if sort == "patient":
+            return query.order_by(fn.LOWER(Patient.family_name), fn.LOWER(Patient.given_name), Patient.id, *newest)
+        if sort == "type":
+            name = DocumentType.name_en if language == "en" else DocumentType.name_fr
+            return query.order_by(name, DocumentType.id, *newest)
+        return query.order_by(*newest)
+
+    @classmethod
+    def inbox_page(cls, physician_id: int, page: int, per_page: int, **filters):
+        """One page of `inbox(physician_id, **filters)` and the number of rows of all pages: two queries whatever
+        the number of rows. `page` is brought within the pages that exist; returns (rows, total, page)."""
+        query = cls.inbox(physician_id, **filters)
+        total = query.order_by().count()
+        page = min(max(page, 1), max(1, -(-total // per_page)))
+        return list(query.paginate(page, per_page)), total, page
+
+    @classmethod
+    def for_recipient(cls, public_id: str, physician_id: int):
+        """The document page's delivery with its document, patient, stay and type, in one query; None unless it is
+        this physician's and in their space (another's, withheld, revoked or made up: all alike None)."""
+        return (
+            cls.select(cls, Document, Patient, Stay, DocumentType)
+            .join(Document)
+            .join(Patient, on=(Document.patient == Patient.id))
+            .switch(Document)
+            .join(Stay, on=(Document.stay == Stay.id))
+            .switch(Document)
+            .join(DocumentType, on=(Document.type == DocumentType.id))
+            .where((cls.public_id == public_id) & (cls.physician == physician_id) & cls.state.in_(cls.VISIBLE_STATES))
+            .first()
+        )
+
+    @classmethod
+    def by_public_id(cls, value: str):
+        """Whatever delivery has this public id (the audit trail of a refused access names it), or None."""
+        return cls.get_or_none(cls.public_id == value)
+
+    @classmethod
+    def patients_of(cls, physician_id: int, *, with_unread: bool = False, since=None):
+        """ "Mes patients" in one query: each patient with deliveries in this physician's space, with `documents`
+        (how many), `unread` (how many not opened yet) and `last_received`; by name."""
+        unread = fn.SUM(Case(None, [(cls.consulted_at.is_null(), 1)], 0))
+        last_received = fn.MAX(cls.available_at)
+        query = (
+            Patient.select(
+                Patient,
+                fn.COUNT(cls.id).alias("documents"),
+                unread.alias("unread"),
+                last_received.alias("last_received"),
+            )
+            .join(Document, on=(Document.patient == Patient.id))
+            .join(cls, on=(cls.document == Document.id))
+            .where((cls.physician == physician_id) & cls.state.in_(cls.VISIBLE_STATES))
+            .group_by(Patient.id)
+        )
+        if with_unread:
+            query = query.having(unread > 0)
+        if since is not None:
+            query = query.having(last_received >= since)
+        return query.order_by(fn.LOWER(Patient.family_name), fn.LOWER(Patient.given_name), Patient.id)
+
+    @classmethod
+    def counts_by_state(cls, physician_id: int) -> dict[str, int]:
+        """How many of this physician's deliveries are in each state, in one query ("Je ne reçois pas de document")."""
+        query = cls.select(cls.state, fn.COUNT(cls.id)).where(cls.physician == physician_id).group_by(cls.state)
+        return dict(query.tuples())

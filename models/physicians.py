@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from peewee import CharField, DateField, DateTimeField, ForeignKeyField, TextField
+from peewee import JOIN, CharField, DateField, DateTimeField, ForeignKeyField, TextField, fn
 
 from .db import BaseModel, public_id, utcnow
 
@@ -92,6 +92,63 @@ class Physician(BaseModel):
             .where(PhysicianSpecialty.physician == self)
             .order_by(Specialty.name_fr)
         )
+
+    @classmethod
+    def by_public_id(cls, value: str) -> Physician | None:
+        return cls.get_or_none(cls.public_id == value)
+
+    @classmethod
+    def by_glns(cls, glns) -> dict[str, Physician]:
+        """GLN → physician, for those of `glns` the portal knows, in one query."""
+        wanted = list(glns)
+        return {p.gln: p for p in cls.select().where(cls.gln.in_(wanted))} if wanted else {}
+
+    @classmethod
+    def search(cls, text: str = "", specialty: str | None = None, limit: int = 50):
+        """Physicians (each one person with one GLN: there is no other kind of row here) whose name or GLN contain
+        every word of `text`, holding the specialty coded `specialty` if given, by name; at most `limit` rows.
+
+        One query: each row carries `account_state`, the state of the physician's myHUG account (None without one).
+        """
+        from .accounts import Account  # accounts.py imports this module
+
+        query = cls.select(cls, Account.state.alias("account_state")).join(
+            Account, JOIN.LEFT_OUTER, on=(Account.physician == cls.id)
+        )
+        for word in text.split():
+            query = query.where(cls.last_name.contains(word) | cls.first_name.contains(word) | cls.gln.contains(word))
+        if specialty:
+            holders = PhysicianSpecialty.select(PhysicianSpecialty.physician).join(Specialty)
+            query = query.where(cls.id.in_(holders.where(Specialty.code == specialty)))
+        return query.order_by(fn.LOWER(cls.last_name), fn.LOWER(cls.first_name), cls.id).limit(limit).objects()
+
+    @classmethod
+    def specialties_of(cls, physician_ids) -> dict[int, list[Specialty]]:
+        """physician id → their specialties, for a whole page of physicians in one query."""
+        ids = list(physician_ids)
+        if not ids:
+            return {}
+        rows = (
+            PhysicianSpecialty.select(PhysicianSpecialty.physician, Specialty)
+            .join(Specialty)
+            .where(PhysicianSpecialty.physician.in_(ids))
+            .order_by(Specialty.name_fr)
+        )
+        found: dict[int, list[Specialty]] = {i: [] for i in ids}
+        for link in rows:
+            found[link.physician_id].append(link.specialty)
+        return found
+
+    @classmethod
+    def account_states(cls, physician_ids) -> dict[int, str]:
+        """physician id → the state of their myHUG account, for those who have one, in one query."""
+        from .accounts import Account  # accounts.py imports this module
+
+        ids = list(physician_ids)
+        if not ids:
+            return {}
+        query = Account.select(Account.physician, Account.state).where(Account.physician.in_(ids)).tuples()
+        return dict(query)
 
 
 class PhysicianSpecialty(BaseModel):

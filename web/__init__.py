@@ -15,7 +15,7 @@ from config import load_config
 from gateways.mail import mail
 from security import encryption, sessions
 from workflows import account as account_workflow
-from workflows import notifications
+from workflows import documents, notifications
 
 csrf = CSRFProtect()
 
@@ -45,14 +45,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     _open_database(app)
     encryption.configure(app.config["DATA_KEY"])
     notifications.configure(app.config["PUBLIC_URL"], app.config["SUPPORT_EMAIL"])
+    documents.configure(app.config["BLOB_DIR"], app.config["MAX_DOCUMENT_BYTES"])
     account_workflow.TEMPORARY_PASSWORD_HOURS = app.config["TEMPORARY_PASSWORD_HOURS"]
     sessions.configure(app.config["SESSION_IDLE_MINUTES"], app.config["SESSION_ABSOLUTE_HOURS"])
 
     from . import admin, auth, authenticator, cli, dev, errors, headers, hin, i18n, limits, main, physician, templating
     from . import admin_accounts  # noqa: F401  # isort: skip  (its routes join admin.bp before it is registered)
     from . import admin_enrol  # noqa: F401  # isort: skip  (the same: step 6 and the applications' file)
+    from . import admin_types  # noqa: F401  # isort: skip  (the same: the catalogue of document types)
     from . import desk  # isort: skip  (steps 2–5: the validation desk)
     from . import appointments, enrol  # isort: skip  (step 1: the applicant's pages; the desks' opening slots)
+    from . import help as help_pages  # isort: skip  (the physician's "Aide" pages)
+    from . import clinic  # isort: skip  (hospital staff: designations per stay, manual sends, the explainer)
+    from . import fhir  # isort: skip  (the DPI's FHIR R4 API)
 
     # Order matters: database, then the logged-in account, then the CSRF check (whose refusal page shows both).
     app.before_request(_connect)
@@ -73,6 +78,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(enrol.bp)
     app.register_blueprint(appointments.bp)
     app.register_blueprint(physician.bp)
+    app.register_blueprint(help_pages.bp)  # /aide: contact, message, "Je ne reçois pas de document"
+    app.register_blueprint(clinic.bp)  # /clinique
+    app.register_blueprint(fhir.bp)  # /fhir: the DPI's FHIR R4 API, bearer tokens, answers in JSON only
     app.register_blueprint(authenticator.bp)
     if app.config["MYHUG_ENV"] in DEVELOPMENT_ENVIRONMENTS:
         app.register_blueprint(dev.bp)

@@ -1,4 +1,4 @@
-"""`flask --app web …` commands: init-db, demo, create-user, audit verify."""
+"""`flask --app web …` commands: init-db, demo, create-user, audit verify, jobs run-once, dpi (FHIR clients, import)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from jobs.tasks import run_once
-from models import ACCOUNT_ROLES, Account, Physician, db, schema
+from models import ACCOUNT_ROLES, Account, DpiClient, Physician, db, schema
 from security import audit
 from workflows import ACCOUNT, SYSTEM, TransitionRefused, engine
 
 from . import demo as demo_data
+from . import fhir
 
 
 @contextmanager
@@ -120,6 +121,78 @@ def jobs_run_once() -> None:
         click.echo(f"{name}: {count}")
 
 
+dpi_group = AppGroup("dpi", help="The DPI's access to the FHIR API: clients and their tokens; importing Bundles.")
+
+
+@dpi_group.command("create-client")
+@click.argument("name")
+def dpi_create_client(name: str) -> None:
+    """Create a DPI client and print its bearer token, once (only its SHA-256 is stored)."""
+    with app_database():
+        try:
+            token = fhir.create_client(name)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"created DPI client {name.strip()}")
+    click.echo(f"bearer token: {token}")
+    click.echo("This token is shown once and is not stored in clear: configure the DPI with it now.")
+
+
+@dpi_group.command("revoke-client")
+@click.argument("name")
+def dpi_revoke_client(name: str) -> None:
+    """Revoke a DPI client's token: its next request is refused (401)."""
+    with app_database():
+        try:
+            revoked = fhir.revoke_client(name)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"revoked DPI client {name}" if revoked else f"DPI client {name} was already revoked")
+
+
+@dpi_group.command("list-clients")
+def dpi_list_clients() -> None:
+    """The DPI clients, whether they are revoked and when each last called (to the minute)."""
+    with app_database():
+        rows = [
+            (
+                c.name,
+                f"{c.created_at:%Y-%m-%d %H:%M}",
+                f"{c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "-",
+                f"{c.last_call_at:%Y-%m-%d %H:%M}" if c.last_call_at else "-",
+            )
+            for c in DpiClient.select().order_by(DpiClient.name)
+        ]
+    print_table(("name", "created (UTC)", "revoked (UTC)", "last call (UTC)"), rows)
+
+
+@dpi_group.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--client", "client_name", required=True, help="The DPI client the documents are recorded for.")
+@with_appcontext
+def dpi_import(files: tuple[str, ...], client_name: str) -> None:
+    """Write FHIR transaction Bundles (JSON files) as POST /fhir would, each file whole or not at all."""
+    failed = []
+    with app_database():
+        client = DpiClient.get_or_none(DpiClient.name == client_name)
+        if client is None or client.revoked_at is not None:
+            raise click.ClickException(f"no active DPI client named {client_name!r}")
+        with click.progressbar(files, label="Importing", item_show_func=lambda f: f) as bar:
+            for path in bar:
+                try:
+                    with open(path, "rb") as handle:
+                        fhir.apply_transaction(fhir.parse_json(handle.read()), fhir.writer(client.name))
+                except fhir.FhirError as error:
+                    failed.append((path, error))
+    for path, error in failed:
+        click.echo(f"{path}: refused ({error.status})", err=True)
+        for issue in error.issues:
+            click.echo(f"  {issue.expression or '-'}: {issue.diagnostics}", err=True)
+    click.echo(f"imported {len(files) - len(failed)} of {len(files)} files")
+    if failed:
+        raise SystemExit(1)
+
+
 def init_app(app: Flask) -> None:
-    for command in (init_db, demo, create_user, audit_group, jobs_group):
+    for command in (init_db, demo, create_user, audit_group, jobs_group, dpi_group):
         app.cli.add_command(command)

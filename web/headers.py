@@ -26,8 +26,9 @@ SECURITY_HEADERS = {
 
 
 def add_security_headers(response: Response) -> Response:
+    """The site's policy, unless the view set its own (the PDF viewer: a sandboxed file our page may frame)."""
     for name, value in SECURITY_HEADERS.items():
-        response.headers[name] = value
+        response.headers.setdefault(name, value)
     if g.get("account") is not None or g.get("no_store"):
         # Pages of a logged-in user (and the login steps) must never be kept by a browser or a proxy.
         response.headers["Cache-Control"] = "no-store"

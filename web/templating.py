@@ -46,11 +46,12 @@ NAVIGATION = [
     (permissions.is_physician, "physician.documents", lazy_gettext("My documents")),
     (permissions.is_physician, "physician.patients", lazy_gettext("My patients")),
     (permissions.is_physician, "physician.profile", lazy_gettext("My profile")),
-    (permissions.is_physician, "main.help", lazy_gettext("Help")),
+    (permissions.is_physician, "help.index", lazy_gettext("Help")),
     (permissions.can_validate_applications, "desk.index", lazy_gettext("Validation desk")),
     (permissions.can_record_designations, "clinic.index", lazy_gettext("Clinic")),
     (permissions.can_review_applications, "admin.applications", lazy_gettext("Applications")),
     (permissions.can_manage_accounts, "admin.accounts", lazy_gettext("Accounts")),
+    (permissions.is_administrator, "admin.document_types", lazy_gettext("Document types")),
     (permissions.can_view_workflows, "admin.workflows", lazy_gettext("Workflows")),
     (permissions.can_read_audit, "admin.audit", lazy_gettext("Audit trail")),
 ]

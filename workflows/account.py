@@ -134,6 +134,16 @@ def clear_failures(flow) -> None:
     flow.row.next_attempt_at = None
 
 
+def release_waiting_documents(flow) -> None:
+    """Documents that waited for this account to be active reach "Mes documents" once the account is (DESIGN §4.2).
+
+    After the transition is written: the delivery guards read the account's new state from the database."""
+    from . import documents  # documents → delivery → account: imported here, not at the top
+
+    account = flow.row
+    flow.after_commit.append(lambda: documents.account_activated(account))
+
+
 def end_sessions(flow) -> None:
     """Locked, disabled or re-issued accounts lose every session at once (DESIGN §6)."""
     if flow.row.id is not None:
@@ -151,14 +161,14 @@ TRANSITIONS = [
       label=N_("Create the login")),
     T("provision_hin",    S.NEW,                        S.ACTIVE,   roles={SYS},
       guards=[hin_identity_is_personal, physician_account_has_valid_gln, account_is_unique],
-      effects=[record_hin_identity], label=N_("First HIN login")),
+      effects=[record_hin_identity, release_waiting_documents], label=N_("First HIN login")),
     T("activate",         S.PENDING,                    S.ACTIVE,   roles=ACCOUNT_HOLDERS,
-      guards=[is_the_holder, password_is_permanent, profile_is_complete], effects=[clear_failures],
-      label=N_("Activate")),
+      guards=[is_the_holder, password_is_permanent, profile_is_complete],
+      effects=[clear_failures, release_waiting_documents], label=N_("Activate")),
     T("lock",             [S.PENDING, S.ACTIVE],        S.LOCKED,   roles={ADMIN, SYS},
       guards=[not_oneself], effects=[end_sessions], label=N_("Lock")),
     T("unlock",           S.LOCKED,                     S.ACTIVE,   roles={ADMIN},
-      guards=[password_is_permanent], effects=[clear_failures], label=N_("Unlock")),
+      guards=[password_is_permanent], effects=[clear_failures, release_waiting_documents], label=N_("Unlock")),
     T("reissue_password", [S.PENDING, S.ACTIVE, S.LOCKED], S.PENDING, roles={ADMIN},
       guards=[not_oneself, has_a_password], effects=[end_sessions, issue_temporary_password],
       label=N_("Re-issue a temporary password")),

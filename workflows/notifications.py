@@ -185,3 +185,22 @@ def notify_appointment_cancelled(appointment) -> OutboxMessage:
 def notify_appointment_reminder(appointment) -> OutboxMessage:
     """The day before the appointment (jobs/appointments.py)."""
     return _appointment_email("appointment_reminder", appointment)
+
+
+# -- help ----------------------------------------------------------------------------------------------------------
+def notify_support_message(message, account) -> OutboxMessage:
+    """A message from the "Aide" page to the support mailbox: who wrote (so that they can be answered) and what."""
+    physician = account.physician if account is not None and account.physician_id else None
+    return queue_email(
+        "support_message",
+        Portal.support_email,
+        related_type="support_message",
+        related_id=message.id,
+        subject=" ".join(message.subject.split()),  # one line: it becomes the e-mail's subject
+        body=message.body,
+        sent_at=local_time(message.created_at),
+        username=account.username if account is not None else "",
+        full_name=(account.full_name or account.username) if account is not None else "",
+        email=(physician.email if physician is not None else account.email) if account is not None else "",
+        gln=physician.gln if physician is not None else "",
+    )

@@ -80,7 +80,7 @@ def test_happy_path_password_then_code_then_a_new_session(client, holder):
     assert challenge.expires_at - challenge.created_at == dt.timedelta(minutes=5)
 
     response = submit_code(client, code)
-    assert (response.status_code, response.headers["Location"]) == (302, "/")
+    assert (response.status_code, response.headers["Location"]) == (302, "/clinique")  # a clinician's landing page
     new_token = session_cookie(client)
     assert new_token and new_token != old_token
     assert sessions.load(old_token) is None  # the session from before the login is gone
