@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peewee import AutoField, CharField, DateTimeField, IntegerField, TextField
+from peewee import JOIN, AutoField, CharField, DateTimeField, IntegerField, TextField
 
 from .db import BaseModel, utcnow
 
@@ -22,6 +22,49 @@ class AuditEvent(BaseModel):
     details = TextField(default="{}")  # canonical JSON; never secrets, never patient names
     prev_hash = CharField(max_length=64)
     hash = CharField(max_length=64, unique=True)
+
+    @classmethod
+    def of_client_documents(
+        cls,
+        client: str,
+        actions,
+        *,
+        document_id: int | None = None,
+        patient_id: int | None = None,
+        since=None,
+        before=None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list:
+        """The events with one of `actions` about the documents the DPI client `client` sent, and about their
+        deliveries, oldest first, in one query. Each row carries `row.document` (its patient joined) and, for an
+        event about a delivery, `row.delivery` (its physician joined); `since` ≤ `at` < `before` when given."""
+        from .documents import Delivery, Document  # documents.py imports this module
+        from .patients import Patient
+        from .physicians import Physician
+
+        about_delivery = (cls.object_type == "delivery") & (cls.object_id == Delivery.id.cast("TEXT"))
+        about_document = ((cls.object_type == "document") & (cls.object_id == Document.id.cast("TEXT"))) | (
+            Document.id == Delivery.document
+        )
+        query = (
+            cls.select(cls, Delivery, Physician, Document, Patient)
+            .join(Delivery, JOIN.LEFT_OUTER, on=about_delivery, attr="delivery")
+            .join(Physician, JOIN.LEFT_OUTER, on=Delivery.physician)
+            .switch(cls)
+            .join(Document, on=about_document, attr="document")
+            .join(Patient, on=Document.patient)
+            .where((Document.dpi_client == client) & cls.action.in_(list(actions)))
+        )
+        if document_id is not None:
+            query = query.where(Document.id == document_id)
+        if patient_id is not None:
+            query = query.where(Document.patient == patient_id)
+        if since is not None:
+            query = query.where(cls.at >= since)
+        if before is not None:
+            query = query.where(cls.at < before)
+        return list(query.order_by(cls.at, cls.id).limit(limit).offset(offset))
 
 
 class AuditHead(BaseModel):

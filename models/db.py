@@ -18,8 +18,9 @@ def utcnow() -> dt.datetime:
 
 
 def public_id() -> str:
-    """Random, unguessable identifier for anything that appears in a URL (DESIGN §6: access)."""
-    return secrets.token_urlsafe(12)
+    """Random, unguessable identifier for anything that appears in a URL (DESIGN §6: access): 96 bits, in the
+    characters a FHIR id allows ([A-Za-z0-9-.]), so the same id serves the pages and the FHIR API."""
+    return secrets.token_urlsafe(12).replace("_", "-")
 
 
 def open_database(url: str):

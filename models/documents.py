@@ -266,9 +266,26 @@ class Delivery(BaseModel):
         """One page of `inbox(physician_id, **filters)` and the number of rows of all pages: two queries whatever
         the number of rows. `page` is brought within the pages that exist; returns (rows, total, page)."""
         query = cls.inbox(physician_id, **filters)
-        total = query.order_by().count()
+        total = cls._inbox_count(physician_id, **filters)
         page = min(max(page, 1), max(1, -(-total // per_page)))
         return list(query.paginate(page, per_page)), total, page
+
+    @classmethod
+    def _inbox_count(cls, physician_id: int, *, unread_only=False, since=None, patient_public_id=None, **_sort):
+        """How many rows `inbox` has, counted on `delivery` alone: its joins are inner joins on required foreign
+        keys, so they change no count — except the patient filter, which needs the join."""
+        if patient_public_id:
+            return (
+                cls.inbox(physician_id, unread_only=unread_only, since=since, patient_public_id=patient_public_id)
+                .order_by()
+                .count()
+            )
+        query = cls.select(fn.COUNT(cls.id)).where((cls.physician == physician_id) & cls.state.in_(cls.VISIBLE_STATES))
+        if unread_only:
+            query = query.where(cls.consulted_at.is_null())
+        if since is not None:
+            query = query.where(cls.available_at >= since)
+        return query.scalar()
 
     @classmethod
     def for_recipient(cls, public_id: str, physician_id: int):

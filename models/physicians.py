@@ -123,6 +123,34 @@ class Physician(BaseModel):
         return query.order_by(fn.LOWER(cls.last_name), fn.LOWER(cls.first_name), cls.id).limit(limit).objects()
 
     @classmethod
+    def directory(cls, text: str = "", *, gln: str | None = None, specialty: str | None = None, limit=50, offset=0):
+        """The authorized recipients hospital staff pick from (the FHIR directory): physicians whose myHUG account
+        is active, whose first or last name contains every word of `text`, with this GLN and holding the specialty
+        coded `specialty` when given, by name; one query. Names match case-insensitively; on PostgreSQL accents are
+        ignored too ("Benoit" finds "Benoît"), on SQLite only ASCII letters fold case (LIKE)."""
+        from .accounts import Account  # accounts.py imports this module
+        from .db import is_postgres
+
+        query = cls.select().join(Account, on=(Account.physician == cls.id)).where(Account.state == "active")
+        folded = is_postgres()
+        for word in text.split():
+            if folded:
+                needle = _fold(word)
+                query = query.where(
+                    fn.TRANSLATE(fn.LOWER(cls.last_name), _ACCENTED, _PLAIN).contains(needle)
+                    | fn.TRANSLATE(fn.LOWER(cls.first_name), _ACCENTED, _PLAIN).contains(needle)
+                )
+            else:
+                query = query.where(cls.last_name.contains(word) | cls.first_name.contains(word))
+        if gln is not None:
+            query = query.where(cls.gln == gln)
+        if specialty:
+            holders = PhysicianSpecialty.select(PhysicianSpecialty.physician).join(Specialty)
+            query = query.where(cls.id.in_(holders.where(Specialty.code == specialty)))
+        query = query.order_by(fn.LOWER(cls.last_name), fn.LOWER(cls.first_name), cls.id)
+        return list(query.limit(limit).offset(offset))
+
+    @classmethod
     def specialties_of(cls, physician_ids) -> dict[int, list[Specialty]]:
         """physician id → their specialties, for a whole page of physicians in one query."""
         ids = list(physician_ids)
@@ -149,6 +177,17 @@ class Physician(BaseModel):
             return {}
         query = Account.select(Account.physician, Account.state).where(Account.physician.in_(ids)).tuples()
         return dict(query)
+
+
+# Letters folded for the directory's accent-insensitive search on PostgreSQL (translate(), no extension needed).
+# Upper case too: LOWER() leaves non-ASCII letters as they are under a C locale.
+_ACCENTED = "àáâãäåāçćčèéêëēėęìíîïīñńòóôõöøōùúûüūýÿžšłÀÁÂÃÄÅĀÇĆČÈÉÊËĒĖĘÌÍÎÏĪÑŃÒÓÔÕÖØŌÙÚÛÜŪÝŸŽŠŁ"
+_PLAIN = "aaaaaaaccceeeeeeeiiiiinnooooooouuuuuyyzslaaaaaaaccceeeeeeeiiiiinnooooooouuuuuyyzsl"
+
+
+def _fold(text: str) -> str:
+    """Lower case, without the accents _ACCENTED lists (as the database folds the names)."""
+    return text.lower().translate(str.maketrans(_ACCENTED, _PLAIN))
 
 
 class PhysicianSpecialty(BaseModel):

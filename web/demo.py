@@ -5,36 +5,34 @@ Idempotent: a second run finds the data and only prints the logins again. Refuse
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import hashlib
 import re
 
 from models import (
     Account,
-    Delivery,
-    Designation,
-    Document,
-    DocumentType,
+    DocumentStatus,
     EnrollmentApplication,
     NotificationMode,
     OutboxMessage,
-    Patient,
     Physician,
     PhysicianSpecialty,
     Role,
     Specialty,
-    Stay,
+    StayKind,
     db,
     gln_with_check_digit,
     utcnow,
 )
 from security.encryption import BlobStore, keyring
 from security.passwords import hash_password
-from workflows import ACCOUNT, DELIVERY, ENROLLMENT, SYSTEM, Actor, engine
-from workflows.delivery import advance
+from workflows import ACCOUNT, ENROLLMENT, SYSTEM, Actor, documents, engine
 
 DEMO_PASSWORD = "Rhône-Salève-2026"  # development only; printed by `flask demo`
 DPI_SYSTEM = "urn:oid:2.16.756.5.30.1.127.3.10.3"  # the DPI's patient identifier namespace (demo)
+DPI_DOCUMENTS = "urn:oid:2.16.756.5.30.1.127.3.10.1"  # the DPI's document identifier namespace (demo)
+DPI_CONSENTS = "urn:oid:2.16.756.5.30.1.127.3.10.4"  # the DPI's consent identifier namespace (demo)
+DPI = Actor(Role.DPI)  # the demo's clinical data arrive as the DPI would send them through the FHIR API
 
 STAFF = [
     ("admin", "Alice Administratrice", Role.ADMINISTRATOR, "", "service de cybersanté: crée les logins"),
@@ -48,8 +46,13 @@ PHYSICIANS = [
 ]
 
 
+# Typographic characters outside Latin-1 (which the PDF's WinAnsi font encoding shows), by their plain equivalent.
+PLAIN = str.maketrans({"–": "-", "—": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "…": "..."})
+
+
 def minimal_pdf(text: str) -> bytes:
     """A one-page PDF with one line of text (demo documents; real ones come from the DPI)."""
+    text = text.translate(PLAIN).replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
     content = f"BT /F1 14 Tf 72 760 Td ({text}) Tj ET".encode("latin-1", "replace")
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
@@ -57,7 +60,7 @@ def minimal_pdf(text: str) -> bytes:
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
         b"/Resources << /Font << /F1 5 0 R >> >> >>",
         b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
     ]
     out, offsets = bytearray(b"%PDF-1.4\n"), []
     for number, body in enumerate(objects, start=1):
@@ -87,44 +90,59 @@ def _active_account(username, full_name, role, *, extra_roles="", physician=None
 
 
 def _physician(first, last, twelve, specialties, mode, n) -> Physician:
-    physician = Physician.create(
-        gln=gln_with_check_digit(twelve),
-        first_name=first,
-        last_name=last,
-        email=f"{first.lower()}@demo.myhug.ch",
+    """Known from the DPI's directory by GLN, then the profile the physician gave at enrolment."""
+    physician = documents.record_practitioner(
+        gln=gln_with_check_digit(twelve), family_name=last, given_name=first, email=f"{first.lower()}@demo.myhug.ch"
+    )
+    Physician.update(
         mobile=f"+4179000000{n}",
         practice_address=f"Rue du Rhône {10 + n}, 1204 Genève",
         notification_mode=mode,
         date_of_birth=dt.date(1975, 3, n + 1),
-    )
+    ).where(Physician.id == physician.id).execute()
     for code in specialties:
         PhysicianSpecialty.create(physician=physician, specialty=Specialty.get(Specialty.code == code))
-    return physician
+    return Physician.get_by_id(physician.id)
 
 
-def _document(store, patient, stay, loinc, title, n) -> Document:
-    pdf = minimal_pdf(title)
-    document = Document.create(
-        dpi_system="urn:oid:2.16.756.5.30.1.127.3.10.1",
+@contextlib.contextmanager
+def _document_store(blob_dir: str):
+    """The documents' PDFs go to `blob_dir` (the service layer's store) for the time of the load."""
+    before = documents.Settings.blob_dir, documents.Settings.max_bytes
+    documents.configure(blob_dir, before[1])
+    try:
+        yield
+    finally:
+        documents.Settings.blob_dir, documents.Settings.max_bytes = before
+
+
+def _patient(value, family_name, given_name, birth_date):
+    return documents.record_patient(
+        system=DPI_SYSTEM, value=value, family_name=family_name, given_name=given_name, birth_date=birth_date
+    )
+
+
+def _stay(value, patient, kind, started_at, ended_at=None):
+    return documents.record_stay(
+        system=DPI_SYSTEM, value=value, patient=patient, kind=kind, started_at=started_at, ended_at=ended_at
+    )
+
+
+def _receive(n, stay, loinc, title):
+    document, _created = documents.receive_document(
+        dpi_system=DPI_DOCUMENTS,
         dpi_value=f"DOC-DEMO-{n:04d}",
-        patient=patient,
+        patient=stay.patient,
         stay=stay,
-        type=DocumentType.get(DocumentType.loinc == loinc),
+        type_code=loinc,
         title=title,
         author="Dr Denis Clinicien",
-        sha256=hashlib.sha256(pdf).hexdigest(),
-        size_bytes=len(pdf),
-        dpi_client="demo",
+        status=DocumentStatus.FINAL,
+        pdf=minimal_pdf(title),
+        client="demo",
+        actor=DPI,
     )
-    document.blob_id = store.put(pdf, f"document:{document.public_id}")
-    document.save()
     return document
-
-
-def _deliver(document, physician) -> Delivery:
-    delivery = Delivery(document=document, physician=physician)
-    engine.create(DELIVERY, delivery, "create", SYSTEM)
-    return advance(delivery)
 
 
 def load(blob_dir: str) -> list[tuple[str, str, str, str]]:
@@ -137,7 +155,7 @@ def load(blob_dir: str) -> list[tuple[str, str, str, str]]:
     if Account.select().where(Account.username == "admin").exists():
         return logins
     store = BlobStore(blob_dir, keyring.require())
-    with db.atomic():
+    with db.atomic(), _document_store(blob_dir):
         staff = {
             u: _active_account(u, name, role, extra_roles=x, mobile=f"+4179000010{n}")
             for n, (u, name, role, x, _) in enumerate(STAFF)
@@ -150,56 +168,38 @@ def load(blob_dir: str) -> list[tuple[str, str, str, str]]:
             )
             physicians[username] = physician
 
-        # Two patients, three stays; designations per stay, as the DPI would send them.
-        martin = Patient.create(
-            dpi_system=DPI_SYSTEM,
-            dpi_value="P-100234",
-            family_name="Martin",
-            given_name="Jeanne",
-            birth_date=dt.date(1948, 2, 11),
-        )
-        rossi = Patient.create(
-            dpi_system=DPI_SYSTEM,
-            dpi_value="P-100871",
-            family_name="Rossi",
-            given_name="Luca",
-            birth_date=dt.date(2015, 9, 30),
-        )
+        # Two patients, three stays, their designations and documents: what the DPI sends through the FHIR API,
+        # through the same service layer, so that every delivery is created and advanced by the delivery machine.
+        martin = _patient("P-100234", "Martin", "Jeanne", dt.date(1948, 2, 11))
+        rossi = _patient("P-100871", "Rossi", "Luca", dt.date(2015, 9, 30))
         now = utcnow()
-        stay1 = Stay.create(
-            dpi_system=DPI_SYSTEM,
-            dpi_value="S-2026-1001",
-            patient=martin,
-            started_at=now - dt.timedelta(days=12),
-            ended_at=now - dt.timedelta(days=3),
-        )
-        stay2 = Stay.create(
-            dpi_system=DPI_SYSTEM,
-            dpi_value="S-2026-1002",
-            patient=martin,
-            kind="ambulatory",
-            started_at=now - dt.timedelta(days=2),
-        )
-        stay3 = Stay.create(
-            dpi_system=DPI_SYSTEM,
-            dpi_value="S-2026-1003",
-            patient=rossi,
-            started_at=now - dt.timedelta(days=6),
-            ended_at=now - dt.timedelta(days=1),
-        )
-        Designation.create(stay=stay1, physician=physicians["cdupont"], authorized=True)
-        Designation.create(stay=stay2, physician=physicians["cdupont"], authorized=False)  # not authorized
-        Designation.create(stay=stay3, physician=physicians["mfavre"], authorized=True)
-
-        docs = [
-            (martin, stay1, "18842-5", "Lettre de sortie – Cardiologie", physicians["cdupont"]),
-            (martin, stay1, "11502-2", "Résultats de laboratoire", physicians["cdupont"]),
-            (martin, stay1, "34109-9", "Note interne", physicians["cdupont"]),  # withheld: not communicable
-            (martin, stay2, "11488-4", "Compte rendu de consultation", physicians["cdupont"]),  # waits: no consent
-            (rossi, stay3, "18842-5", "Lettre de sortie – Pédiatrie", physicians["mfavre"]),
-        ]
-        for n, (patient, stay, loinc, title, physician) in enumerate(docs, start=1):
-            _deliver(_document(store, patient, stay, loinc, title, n), physician)
+        day = dt.timedelta(days=1)
+        stay1 = _stay("S-2026-1001", martin, StayKind.INPATIENT, now - 12 * day, now - 3 * day)
+        stay2 = _stay("S-2026-1002", martin, StayKind.AMBULATORY, now - 2 * day)
+        stay3 = _stay("S-2026-1003", rossi, StayKind.INPATIENT, now - 6 * day, now - day)
+        for stay, physician, authorized in (
+            (stay1, physicians["cdupont"], True),
+            (stay2, physicians["cdupont"], False),  # designated, electronic sending not authorized: its document waits
+            (stay3, physicians["mfavre"], True),
+        ):
+            documents.record_designation(
+                stay=stay,
+                physician=physician,
+                authorized=authorized,
+                consent_id=f"{DPI_CONSENTS}|C-{stay.dpi_value}",
+                actor=DPI,
+            )
+        for n, (stay, loinc, title) in enumerate(
+            [
+                (stay1, "18842-5", "Lettre de sortie – Cardiologie"),
+                (stay1, "11502-2", "Résultats de laboratoire"),
+                (stay1, "34109-9", "Note interne"),  # withheld: this type is not communicable
+                (stay2, "11488-4", "Compte rendu de consultation"),  # waits: sending not authorized for this stay
+                (stay3, "18842-5", "Lettre de sortie – Pédiatrie"),
+            ],
+            start=1,
+        ):
+            _receive(n, stay, loinc, title)
 
         # Applications in progress: one waiting for the desk, one transmitted to the administrator.
         _application("Bernard", "Sophie", "760100000201", "dermatology", "+41790000011")

@@ -273,6 +273,7 @@ def capability_statement() -> dict:
                 }
             ]
         resources.append(resource)
+    fhir_directory.declare(resources)  # Practitioner's directory search, PractitionerRole, AuditEvent
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -905,3 +906,7 @@ def elsewhere(rest: str):
     if allowed:
         raise MethodNotAllowed(valid_methods=allowed, description=f"{request.method} is not supported here.")
     raise NotFound("This server has no such resource type, operation or address.")
+
+
+# The directory (Practitioner, PractitionerRole) and the trace (AuditEvent): routes on this blueprint.
+from . import fhir_directory  # noqa: E402

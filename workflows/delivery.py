@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import StrEnum
 
 from models import Account, Delivery, Designation, DocumentStatus, ManualAuthorization, NotificationMode, Role, utcnow
@@ -60,13 +63,51 @@ def type_is_not_communicable(flow) -> Reason | None:
     return None
 
 
+# The facts the guards look up (designation, manual authorization, account), kept for the duration of one update
+# of one delivery (`memoized()`): the same guard runs in `may()`, in the firing and again at the next step, and
+# no transition of a delivery changes those facts. Outside `memoized()` every guard reads the database.
+_MISSING = object()
+_memo: ContextVar[dict | None] = ContextVar("delivery_guard_memo", default=None)
+
+
+@contextmanager
+def memoized() -> Iterator[None]:
+    """Look each guard fact up once while the block runs (nested blocks share the outermost one's lookups)."""
+    if _memo.get() is not None:
+        yield
+        return
+    token = _memo.set({})
+    try:
+        yield
+    finally:
+        _memo.reset(token)
+
+
+def _lookup(key: tuple, load):
+    memo = _memo.get()
+    if memo is None:
+        return load()
+    found = memo.get(key, _MISSING)
+    if found is _MISSING:
+        found = memo[key] = load()
+    return found
+
+
 def _manual(flow):
-    return ManualAuthorization.current(flow.row.document_id, flow.row.physician_id)
+    document_id, physician_id = flow.row.document_id, flow.row.physician_id
+    return _lookup(
+        ("manual", document_id, physician_id), lambda: ManualAuthorization.current(document_id, physician_id)
+    )
+
+
+def _designation(flow):
+    stay_id, physician_id = flow.row.document.stay_id, flow.row.physician_id
+    return _lookup(("designation", stay_id, physician_id), lambda: Designation.current(stay_id, physician_id))
 
 
 def recipient_known_for_stay(flow) -> Reason | None:
     """The physician was designated for this stay (whatever the authorization), or a manual send was recorded."""
-    designation = Designation.current(flow.row.document.stay_id, flow.row.physician_id)
+    designation = _designation(flow)
     if designation is None and _manual(flow) is None:
         return Reason("not-designated", N_("The patient did not designate this physician for this stay."))
     return None
@@ -75,7 +116,7 @@ def recipient_known_for_stay(flow) -> Reason | None:
 def sending_authorized(flow) -> Reason | None:
     if _manual(flow) is not None:
         return None
-    designation = Designation.current(flow.row.document.stay_id, flow.row.physician_id)
+    designation = _designation(flow)
     if designation is None:
         return Reason("not-designated", N_("The patient did not designate this physician for this stay."))
     if not designation.authorized:
@@ -84,7 +125,8 @@ def sending_authorized(flow) -> Reason | None:
 
 
 def recipient_account_active(flow) -> Reason | None:
-    account = Account.get_or_none(Account.physician == flow.row.physician_id)
+    physician_id = flow.row.physician_id
+    account = _lookup(("account", physician_id), lambda: Account.get_or_none(Account.physician == physician_id))
     if account is None:
         return Reason("no-account", N_("The physician has no myHUG account."))
     if account.state != AccountState.ACTIVE:
@@ -190,6 +232,11 @@ def revocation_due(delivery: Delivery) -> Reason | None:
 def advance(delivery: Delivery, actor=SYSTEM) -> Delivery:
     """Bring a delivery up to date: revoke it if a fact it stood on is gone, else fire every automatic trigger
     whose guards hold, until it waits for a fact that is not there yet."""
+    with memoized():
+        return _advance(delivery, actor)
+
+
+def _advance(delivery: Delivery, actor) -> Delivery:
     try:
         reason = revocation_due(delivery)
         if reason is not None:

@@ -48,6 +48,7 @@ from .delivery import (
     advance,
     document_is_current,
     document_is_final,
+    memoized,
     notifications_wanted,
     revocation_due,
     type_is_communicable,
@@ -161,6 +162,11 @@ def _insert_once(model, where, make):
 
 def _update(delivery: Delivery, actor: Actor) -> Delivery:
     """Revoke the delivery if a fact it stood on is gone (in the name of whoever removed it), else advance it."""
+    with memoized():  # the guards' lookups, once for the revocation check and every step of the advance
+        return _update_now(delivery, actor)
+
+
+def _update_now(delivery: Delivery, actor: Actor) -> Delivery:
     reason = revocation_due(delivery)
     if reason is not None:
         try:
@@ -177,10 +183,18 @@ def _creation_refused(delivery: Delivery, actor: Actor) -> Reason | None:
     return DELIVERY.first_failure(DELIVERY.spec("create", DELIVERY.initial), flow)
 
 
-def _deliver(document: Document, physician_id: int, actor: Actor) -> Delivery | None:
+def _deliver(document: Document, physician_id: int, actor: Actor, *, existing: bool = True) -> Delivery | None:
     """Bring (document, physician) up to date: the existing delivery moves on or is revoked; a missing one is
-    created if the rules allow it (final, current document; physician designated or manually authorized)."""
-    delivery = Delivery.get_or_none((Delivery.document == document.id) & (Delivery.physician == physician_id))
+    created if the rules allow it (final, current document; physician designated or manually authorized).
+    `existing=False`: the caller knows no delivery exists yet (a document inserted in this transaction)."""
+    with memoized():  # creation guards, the creation itself and the advance ask the same facts: once each
+        return _deliver_now(document, physician_id, actor, existing)
+
+
+def _deliver_now(document: Document, physician_id: int, actor: Actor, existing: bool) -> Delivery | None:
+    delivery = None
+    if existing:
+        delivery = Delivery.get_or_none((Delivery.document == document.id) & (Delivery.physician == physician_id))
     if delivery is None:
         delivery = Delivery(document=document, physician=physician_id)
         creator = _as(actor, "create")
@@ -479,7 +493,7 @@ def receive_document(
                     client=client,
                 )
             if document.status == DocumentStatus.FINAL:
-                _start_deliveries(document, actor)
+                _start_deliveries(document, actor, new=existing is None)
     except BaseException:
         if new_blob is not None:
             store.delete(new_blob)  # the database never referred to it
@@ -525,7 +539,9 @@ def _check_replaces(replaces: Document, patient: Patient, existing: Document | N
         _refuse("already-replaced", N_("A newer version already replaces this document."))
 
 
-def _start_deliveries(document: Document, actor: Actor) -> None:
+def _start_deliveries(document: Document, actor: Actor, *, new: bool = False) -> None:
+    """`new`: the document was inserted by this transaction, so nothing refers to it yet (no manual authorization,
+    no delivery): those lookups are skipped."""
     if document.replaces_id is not None:
         now = utcnow()
         Document.update(superseded_at=now, updated_at=now).where(
@@ -533,10 +549,11 @@ def _start_deliveries(document: Document, actor: Actor) -> None:
         ).execute()
         _moved(Delivery.of_document_in(document.replaces_id, LIVE), actor)
     recipients = {d.physician_id for d in Designation.in_force(document.stay_id)}
-    recipients |= {m.physician_id for m in ManualAuthorization.in_force(document.id)}
-    recipients |= {d.physician_id for d in Delivery.of_document(document.id)}
+    if not new:
+        recipients |= {m.physician_id for m in ManualAuthorization.in_force(document.id)}
+        recipients |= {d.physician_id for d in Delivery.of_document(document.id)}
     for physician_id in sorted(recipients):
-        _deliver(document, physician_id, actor)
+        _deliver(document, physician_id, actor, existing=not new)
 
 
 def recall_document(document: Document, *, actor: Actor) -> int:
