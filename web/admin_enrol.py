@@ -286,8 +286,12 @@ def application(reference: str):
 @bp.get("/inscriptions/<reference>/piece-identite")
 @permission_required(can_review_applications)
 def application_id_copy(reference: str):
-    """The ID copy kept at step 3, decrypted, as a download: never rendered by the browser (DESIGN §6: files)."""
-    application = _application_or_404(reference)
+    return id_copy_download(_application_or_404(reference))
+
+
+def id_copy_download(application: EnrollmentApplication) -> Response:
+    """The ID copy kept at step 3, decrypted, as a download: never rendered by the browser (DESIGN §6: files).
+    Audited; the desk and the administrators' pages both serve it through here."""
     if not application.id_copy_blob:
         abort(404)
     store = BlobStore(current_app.config["BLOB_DIR"], keyring.require())

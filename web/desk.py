@@ -30,10 +30,10 @@ from workflows.outbox import send_sms_now
 # One vocabulary with the administrators' file of the same application (same message ids, same history).
 from .admin_enrol import (
     DESK_LABELS,
-    ID_COPY_VIEWED,
     ID_TYPE_LABELS,
     METHOD_LABELS,
     history,
+    id_copy_download,
     masked,
     state_label,
     trigger_label,
@@ -90,7 +90,6 @@ COPY_TOO_LARGE = Reason(
 COPY_NOT_ACCEPTED = Reason(
     "id-copy-type", N_("The copy of the identity document must be a PDF, JPEG or PNG file; this file is none of them.")
 )
-EXTENSIONS = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png"}
 
 
 def _label(labels: dict, value: str | None) -> str:
@@ -214,23 +213,7 @@ def application(reference: str):
 @bp.get("/demandes/<reference>/piece-identite")
 @permission_required(can_validate_applications)
 def id_copy(reference: str):
-    """The ID copy kept at step 3, decrypted, as a download: never rendered by the browser (DESIGN §6: files)."""
-    application = _application_or_404(reference)
-    if not application.id_copy_blob:
-        abort(404)
-    try:
-        data = _blob_store().get(application.id_copy_blob, f"id-copy:{application.reference}")
-    except FileNotFoundError:
-        current_app.logger.error("the ID copy of %s is missing from the blob store", application.reference)
-        abort(404)
-    mime = sniff_type(data)
-    if mime not in ID_COPY_TYPES:
-        mime = "application/octet-stream"
-    record_account_event(
-        ID_COPY_VIEWED, g.account, about=("enrollment", application.id), reference=application.reference
-    )
-    filename = f"{application.reference}-piece-identite.{EXTENSIONS.get(mime, 'bin')}"
-    return _download(data, mime, filename)
+    return id_copy_download(_application_or_404(reference))
 
 
 @bp.get("/demandes/<reference>/formulaire.pdf")
