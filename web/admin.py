@@ -4,18 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, abort, render_template
+from flask import Blueprint, Response, abort, g, render_template, request
 from flask_babel import gettext as _
 from markupsafe import Markup
 
+from models import Role
 from security.permissions import can_view_workflows
 from workflows import WORKFLOWS, diagram
-from workflows.engine import Workflow
+from workflows.engine import Actor, Workflow
 
 from .auth import permission_required
 from .templating import role_label
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def administrator() -> Actor:
+    """The logged-in administrator as the engine sees them, with the request's address (for the audit trail)."""
+    return Actor(Role.ADMINISTRATOR, g.account.id, ip=request.remote_addr)
+
+
+def query_choice(name: str, allowed) -> str | None:
+    """A list filter from the query string, only if it is one of `allowed` (anything else: no filter)."""
+    value = request.args.get(name) or None
+    return value if value in allowed else None
 
 
 @dataclass(frozen=True)

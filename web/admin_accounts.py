@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 
-from models import ACCOUNT_ROLES, Account, Role, Session, utcnow
+from models import ACCOUNT_ROLES, Account, Session, utcnow
 from security import sessions
 from security.permissions import can_manage_accounts
-from workflows import ACCOUNT, AccountState, Actor, available_actions, fire
+from workflows import ACCOUNT, AccountState, available_actions, fire
 
-from .admin import bp
+from .admin import administrator, bp, query_choice
 from .auth import permission_required
 from .templating import role_label
 
@@ -87,21 +87,12 @@ def _account_or_404(public_id: str) -> Account:
     return account
 
 
-def _administrator() -> Actor:
-    return Actor(Role.ADMINISTRATOR, g.account.id, ip=request.remote_addr)
-
-
-def _choice(name: str, allowed) -> str | None:
-    value = request.args.get(name) or None
-    return value if value in allowed else None
-
-
 # -- the list ---------------------------------------------------------------------------------------------------
 @bp.get("/comptes")
 @permission_required(can_manage_accounts)
 def accounts():
     text = request.args.get("q", "").strip()[:200]
-    role, state = _choice("role", ACCOUNT_ROLES), _choice("state", LISTED_STATES)
+    role, state = query_choice("role", ACCOUNT_ROLES), query_choice("state", LISTED_STATES)
     query = Account.search(text, role=role, state=state)
     total = query.count()
     pages = max(1, -(-total // PAGE_SIZE))
@@ -143,7 +134,7 @@ def account(public_id: str):
         live_sessions=Session.count_live(
             account.id, idle_since=now - sessions.Limits.idle, started_since=now - sessions.Limits.absolute
         ),
-        actions=available_actions(ACCOUNT, account, _administrator()),
+        actions=available_actions(ACCOUNT, account, administrator()),
         confirmations=CONFIRMATIONS,
         state_label=state_label,
         role_labels=role_labels,
@@ -167,7 +158,7 @@ def account_action(public_id: str, trigger: str):
         flash(_("Nothing was changed: tick the box to confirm."), "error")
         return redirect(here, 303)
     # The engine checks state, role and guards again and refuses through web/errors.py (403/409/422 + reason).
-    fire(ACCOUNT, account, trigger, _administrator())
+    fire(ACCOUNT, account, trigger, administrator())
     flash(_done(trigger, account), "success")
     return redirect(here, 303)
 

@@ -16,13 +16,13 @@ from flask import Response, abort, current_app, flash, g, redirect, render_templ
 from flask_babel import format_timedelta, lazy_gettext
 from flask_babel import gettext as _
 
-from models import Account, AuditEvent, Desk, EnrollmentApplication, IdDocumentType, Role, Specialty, utcnow
+from models import Account, AuditEvent, Desk, EnrollmentApplication, IdDocumentType, Specialty, utcnow
 from security.encryption import BlobStore, DecryptionError, decrypt_field, keyring
 from security.files import ID_COPY_TYPES, sniff_type
 from security.permissions import can_review_applications
-from workflows import ENROLLMENT, Actor, EnrollmentState, available_actions, fire
+from workflows import ENROLLMENT, EnrollmentState, available_actions, fire
 
-from .admin import bp
+from .admin import administrator, bp, query_choice
 from .auth import permission_required
 from .templating import role_label
 from .trail import record_account_event
@@ -115,15 +115,6 @@ def _application_or_404(reference: str) -> EnrollmentApplication:
     return application
 
 
-def _administrator() -> Actor:
-    return Actor(Role.ADMINISTRATOR, g.account.id, ip=request.remote_addr)
-
-
-def _choice(name: str, allowed) -> str | None:
-    value = request.args.get(name) or None
-    return value if value in allowed else None
-
-
 def _forbidden(action) -> bool:
     """An action the actor could never take (the partial hides these too)."""
     return action.reason is not None and action.reason.code == "forbidden"
@@ -138,7 +129,7 @@ def waiting_since(when) -> str:
 @permission_required(can_review_applications)
 def applications():
     text = request.args.get("q", "").strip()[:200]
-    state = _choice("state", LISTED_STATES)
+    state = query_choice("state", LISTED_STATES)
     query = EnrollmentApplication.admin_search(text, state=state)
     total = query.count()
     pages = max(1, -(-total // PAGE_SIZE))
@@ -259,7 +250,7 @@ def _id_number(application: EnrollmentApplication) -> str | None:
 @permission_required(can_review_applications)
 def application(reference: str):
     application = _application_or_404(reference)
-    actions = available_actions(ENROLLMENT, application, _administrator())
+    actions = available_actions(ENROLLMENT, application, administrator())
     return render_template(
         "admin/applications_detail.html",
         application=application,
@@ -324,7 +315,7 @@ def application_action(reference: str, trigger: str):
     application = _application_or_404(reference)
     inputs = {"reason": request.form.get("reason", "").strip()[:REASON_MAX]} if trigger == "reject" else {}
     # The engine checks state, role and guards again and refuses through web/errors.py (403/409/422 + reason).
-    fire(ENROLLMENT, application, trigger, _administrator(), **inputs)
+    fire(ENROLLMENT, application, trigger, administrator(), **inputs)
     flash(_done(trigger, application), "success")
     return redirect(url_for(".application", reference=application.reference), 303)
 

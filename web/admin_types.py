@@ -7,15 +7,15 @@ Both changes, and an added type, go through workflows/documents.py, which audits
 
 from __future__ import annotations
 
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext, ngettext
 
-from models import DocumentType, Role
+from models import DocumentType
 from security.permissions import is_administrator
-from workflows import Actor, TransitionRefused, documents
+from workflows import TransitionRefused, documents
 
-from .admin import bp
+from .admin import administrator, bp
 from .auth import permission_required
 
 # The reason codes of workflows.documents.add_document_type, and the field each one is about.
@@ -26,10 +26,6 @@ LABELS = {
     "name_fr": lazy_gettext("Name in French"),
     "name_en": lazy_gettext("Name in English"),
 }
-
-
-def _administrator() -> Actor:
-    return Actor(Role.ADMINISTRATOR, g.account.id, ip=request.remote_addr)
 
 
 def _page(typed: dict | None = None, errors: dict | None = None, status: int = 200):
@@ -62,7 +58,7 @@ def document_type_communicable(loinc: str):
     if choice not in ("yes", "no"):
         abort(400)
     communicable = choice == "yes"
-    moved = documents.set_type_communicable(document_type, communicable, actor=_administrator())
+    moved = documents.set_type_communicable(document_type, communicable, actor=administrator())
     name = f"{document_type.name_fr} ({document_type.loinc})"
     if communicable:
         flash(
@@ -92,7 +88,7 @@ def add_document_type():
     typed = {name: request.form.get(name, "").strip()[:200] for name in FIELDS}
     communicable = request.form.get("communicable") == "yes"
     try:
-        added = documents.add_document_type(**typed, communicable=communicable, actor=_administrator())
+        added = documents.add_document_type(**typed, communicable=communicable, actor=administrator())
     except TransitionRefused as refused:
         code = refused.reason.code
         if code == "name-required":

@@ -300,7 +300,7 @@ def test_file_shows_section_one_and_the_desks_evidence_with_the_number_masked(cl
     evidence = re.search(r'<dl id="evidence">(.*?)</dl>', html, re.S).group(1)
     assert "AMG secretariat" in evidence and "Passport" in evidence and "Control call" in evidence
     assert evidence.count(f'href="/admin/comptes/{validator.public_id}"') == 5  # presented … transmitted
-    assert "X1234567" not in html and re.search(r'id="id-number">•+567<', html)
+    assert "X1234567" not in html and re.search(r'id="id-number-shown">•+567<', html)
     assert f'href="{detail_path(transmitted)}/piece-identite"' in html
 
 
@@ -550,3 +550,10 @@ def test_history_shows_other_audited_facts_about_the_application_and_no_one_else
     assert len(rows) == 7 + 2
     assert "Appointment booked" in rows[-2] and "Applicant" in rows[-2]
     assert "The control SMS could not be sent (failed)" in rows[-1]
+
+
+def test_the_evidence_says_how_long_a_transmitted_application_waits(client, login_as, transmitted):
+    """Section 2 is shared with the desk; only the administrators' page shows the wait."""
+    login_as(Role.ADMINISTRATOR)
+    html = page(client, detail_path(transmitted), headers=EN)
+    assert 'id="id-copy-link"' in html and "(waiting for " in html
