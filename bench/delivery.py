@@ -238,7 +238,7 @@ def throughput(url: str, workdir: Path, documents: int, profile: bool = False) -
         import pstats
 
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(profiler, stream=out).sort_stats(*(["cumulative"] if not __import__("os").environ.get("SORT") else [__import__("os").environ["SORT"]])).print_stats(45)
         result["profile"] = out.getvalue()
     return result
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from models import AuditEvent, AuditHead, db, is_postgres, utcnow
@@ -14,6 +16,8 @@ GENESIS = "0" * 64
 # Any constant works; it only has to be the same in every process that appends (pg_advisory_xact_lock key).
 _PG_LOCK_KEY = 0x6D79485547  # "myHUG"
 _HASHED_FIELDS = ("at", "actor_id", "actor_role", "ip", "action", "outcome", "object_type", "object_id", "details")
+_COLUMNS = (*_HASHED_FIELDS, "prev_hash", "hash")
+_pending: ContextVar[list | None] = ContextVar("audit_batch", default=None)
 
 
 def canonical(value) -> str:
@@ -50,32 +54,80 @@ def record(
     """Append one event. Serialised across processes: PostgreSQL advisory lock, SQLite's immediate write lock.
 
     Inside a caller's transaction (every workflow transition) it joins that transaction instead of opening a
-    savepoint: the event commits or rolls back with the change it records.
+    savepoint: the event commits or rolls back with the change it records. Inside `batch()` the event is kept and
+    written with the others when the block ends (its `id` and `hash` are set then).
     """
+    event = AuditEvent(
+        at=at or utcnow(),
+        actor_id=actor_id,
+        actor_role=str(actor_role),
+        ip=ip,
+        action=action,
+        outcome=outcome,
+        object_type=object_type,
+        object_id=None if object_id is None else str(object_id),
+        details=canonical(details or {}),
+    )
+    pending = _pending.get()
+    if pending is not None:
+        pending.append(event)
+    else:
+        _append([event])
+    return event
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Chain and write every event recorded in the block at its end, in one go: one head read, one insert, one
+    head update, and the append lock held only then. Nested blocks join the outermost one. Nothing is written if
+    the block raises (its transaction rolls back anyway).
+
+    Use it around a service call that records several events in one transaction (a document and its deliveries).
+    """
+    if _pending.get() is not None:
+        yield
+        return
+    events: list[AuditEvent] = []
+    token = _pending.set(events)
+    try:
+        yield
+    finally:
+        _pending.reset(token)
+    if events:
+        _append(events)
+
+
+def _append(events: list[AuditEvent]) -> None:
     with nullcontext() if db.in_transaction() else db.atomic():
         if is_postgres():
             db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
         head = AuditHead.get_or_none(AuditHead.id == 1)
         prev = head.last_hash if head else GENESIS
-        event = AuditEvent(
-            at=at or utcnow(),
-            actor_id=actor_id,
-            actor_role=str(actor_role),
-            ip=ip,
-            action=action,
-            outcome=outcome,
-            object_type=object_type,
-            object_id=None if object_id is None else str(object_id),
-            details=canonical(details or {}),
-            prev_hash=prev,
-        )
-        event.hash = link_hash(prev, event)
-        event.save(force_insert=True)
-        if head:
-            AuditHead.update(last_id=event.id, last_hash=event.hash).where(AuditHead.id == 1).execute()
+        for event in events:
+            event.prev_hash = prev
+            event.hash = prev = link_hash(prev, event)
+        if len(events) == 1:
+            events[0].save(force_insert=True)
         else:
-            AuditHead.create(id=1, last_id=event.id, last_hash=event.hash)
-    return event
+            _insert_in_order(events)
+        last = events[-1]
+        if head:
+            AuditHead.update(last_id=last.id, last_hash=last.hash).where(AuditHead.id == 1).execute()
+        else:
+            AuditHead.create(id=1, last_id=last.id, last_hash=last.hash)
+
+
+def _insert_in_order(events: list[AuditEvent]) -> None:
+    """One multi-row INSERT; ids follow the list order (verify walks the chain by id)."""
+    rows = [{name: event.__data__.get(name) for name in _COLUMNS} for event in events]
+    query = AuditEvent.insert_many(rows)
+    if is_postgres():
+        ids = [row[0] for row in query.returning(AuditEvent.id).tuples().execute()]
+    else:  # SQLite numbers the rows of one statement consecutively; it answers the last one's rowid
+        last = query.execute()
+        ids = range(last - len(events) + 1, last + 1)
+    for event, event_id in zip(events, ids, strict=True):
+        event.id = event_id
 
 
 @dataclass

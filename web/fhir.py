@@ -23,6 +23,7 @@ from models import Designation, Document, DpiClient, Role, db, gln_is_valid, utc
 from security import audit
 from workflows import Actor, TransitionRefused
 from workflows import documents as service
+from workflows.documents import OTHER_CLIENT
 from workflows.engine import CONFLICT, FORBIDDEN, WRONG_STATE
 
 from . import csrf
@@ -222,7 +223,7 @@ def handle_internal_error(_error: InternalServerError):
 def refusal_error(refused: TransitionRefused, expression: str | None) -> FhirError:
     """A refusal of the service layer: 409 for a concurrent change, 413 for a PDF too large, else 422."""
     code = refused.reason.code
-    status = {CONFLICT: 409, WRONG_STATE: 409, FORBIDDEN: 403, "too-large": 413}.get(code, 422)
+    status = {CONFLICT: 409, WRONG_STATE: 409, FORBIDDEN: 403, OTHER_CLIENT.code: 409, "too-large": 413}.get(code, 422)
     kind = {409: "conflict", 403: "forbidden", 413: "too-costly"}.get(status, "business-rule")
     # Reason texts are English message ids (workflows/ marks them with N_): the DPI reads them as they are.
     return FhirError(status, Issue(kind, refused.reason.text, expression, code))
@@ -578,13 +579,11 @@ class Writer:
         master = resource.masterIdentifier
         if master is not None and master.system and master.value:
             found.append((f"{base}.masterIdentifier", master.system, master.value))
-        (system, value), existing = self.key("DocumentReference", found, target, base, lookup=False)
-        if existing is None:
+        (system, value), _ = self.key("DocumentReference", found, target, base, lookup=False)
+        if resource.status == "entered-in-error" or resource.docStatus == "entered-in-error":
             existing = Document.by_dpi_id(system, value)
             if existing is not None and existing.dpi_client != self.client:
-                # Another client's document: never changed, and nothing said of it beyond this.
-                raise refuse(409, "conflict", "This identifier belongs to another client's document.", base)
-        if resource.status == "entered-in-error" or resource.docStatus == "entered-in-error":
+                raise refusal_error(TransitionRefused(OTHER_CLIENT), base)
             if existing is None:
                 raise unprocessable(f"{base}.status", "There is no such document to withdraw.")
             self.service_call({}, base, service.recall_document, existing, actor=self.actor)

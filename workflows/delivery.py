@@ -93,6 +93,18 @@ def _lookup(key: tuple, load):
     return found
 
 
+def remember_designations(stay_id: int, designations, *, no_manual_for: int | None = None) -> None:
+    """Inside `memoized()`: the caller just read the stay's designations in force, so the guards need not read
+    them again; `no_manual_for`: a document inserted by this transaction, which no manual send can refer to yet."""
+    memo = _memo.get()
+    if memo is None:
+        return
+    for designation in designations:
+        memo[("designation", stay_id, designation.physician_id)] = designation
+        if no_manual_for is not None:
+            memo[("manual", no_manual_for, designation.physician_id)] = None
+
+
 def _manual(flow):
     document_id, physician_id = flow.row.document_id, flow.row.physician_id
     return _lookup(
@@ -241,13 +253,7 @@ def _advance(delivery: Delivery, actor) -> Delivery:
         reason = revocation_due(delivery)
         if reason is not None:
             return engine.fire(DELIVERY, delivery, "revoke", actor, reason=reason.code)
-        while True:
-            for spec in DELIVERY.outgoing(delivery.state):
-                if spec.trigger in AUTOMATIC and engine.may(DELIVERY, delivery, spec.trigger, actor) is None:
-                    engine.fire(DELIVERY, delivery, spec.trigger, actor)
-                    break
-            else:
-                return delivery
+        return engine.settle(DELIVERY, delivery, AUTOMATIC, actor)
     except TransitionRefused as refused:
         if refused.reason.code == engine.CONFLICT:
             return delivery  # someone else moved it meanwhile, and advanced it as they did

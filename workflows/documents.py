@@ -42,6 +42,7 @@ from security.files import sniff_type
 
 from . import engine
 from .delivery import (
+    AUTOMATIC,
     DELIVERY,
     LIVE,
     DeliveryState,
@@ -50,6 +51,7 @@ from .delivery import (
     document_is_final,
     memoized,
     notifications_wanted,
+    remember_designations,
     revocation_due,
     type_is_communicable,
 )
@@ -121,6 +123,11 @@ class RecipientStatus:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
+# A client names a document by an identifier another DPI client already used: it is never changed, and nothing
+# is said of it beyond this.
+OTHER_CLIENT = Reason("other-client", N_("This identifier belongs to another client's document."))
+
+
 def _refuse(code: str, text: str):
     raise TransitionRefused(Reason(code, text))
 
@@ -200,9 +207,8 @@ def _deliver_now(document: Document, physician_id: int, actor: Actor, existing: 
         creator = _as(actor, "create")
         if _creation_refused(delivery, creator) is not None:
             return None
-        try:
-            with db.atomic():
-                engine.create(DELIVERY, delivery, "create", creator)
+        try:  # created and brought as far as the rules allow, in one write (its own savepoint)
+            return engine.settle(DELIVERY, delivery, AUTOMATIC, start=("create", creator))
         except IntegrityError:  # created meanwhile by another request: bring that one up to date
             delivery = Delivery.get((Delivery.document == document.id) & (Delivery.physician == physician_id))
     return _update(delivery, actor)
@@ -446,8 +452,10 @@ def receive_document(
     digest = hashlib.sha256(pdf).hexdigest() if pdf is not None else None
     store, new_blob, old_blob = None, None, None
     try:
-        with db.atomic():
+        with db.atomic(), audit.batch():  # the document's events and its deliveries' chained in one append
             existing = Document.by_dpi_id(dpi_system, dpi_value)
+            if existing is not None and client is not None and existing.dpi_client != client:
+                raise TransitionRefused(OTHER_CLIENT)
             if existing is not None:
                 _check_update(existing, patient, stay, document_type, status, digest, replaces)
             if replaces is not None:
@@ -548,12 +556,15 @@ def _start_deliveries(document: Document, actor: Actor, *, new: bool = False) ->
             (Document.id == document.replaces_id) & Document.superseded_at.is_null()
         ).execute()
         _moved(Delivery.of_document_in(document.replaces_id, LIVE), actor)
-    recipients = {d.physician_id for d in Designation.in_force(document.stay_id)}
-    if not new:
-        recipients |= {m.physician_id for m in ManualAuthorization.in_force(document.id)}
-        recipients |= {d.physician_id for d in Delivery.of_document(document.id)}
-    for physician_id in sorted(recipients):
-        _deliver(document, physician_id, actor, existing=not new)
+    with memoized():
+        designations = list(Designation.in_force(document.stay_id))
+        remember_designations(document.stay_id, designations, no_manual_for=document.id if new else None)
+        recipients = {d.physician_id for d in designations}
+        if not new:
+            recipients |= {m.physician_id for m in ManualAuthorization.in_force(document.id)}
+            recipients |= {d.physician_id for d in Delivery.of_document(document.id)}
+        for physician_id in sorted(recipients):
+            _deliver(document, physician_id, actor, existing=not new)
 
 
 def recall_document(document: Document, *, actor: Actor) -> int:

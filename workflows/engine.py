@@ -8,7 +8,7 @@ disabled and refuse the POST that tries anyway.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -223,48 +223,102 @@ def _flow(workflow: Workflow, row, actor: Actor, data: dict | None, state: str) 
 
 def fire(workflow: Workflow, row, trigger: str, actor: Actor, **data):
     """Fire `trigger` on a saved row. All or nothing: state, log, audit event and outbox in one transaction."""
-    flow = _flow(workflow, row, actor, data, row.state)
-    return _run(flow, trigger)
+    return _run(workflow, row, (trigger, actor, data), (), actor)
 
 
 def create(workflow: Workflow, row, trigger: str, actor: Actor, **data):
     """Insert a new row through the trigger that leaves the workflow's initial ("new") pseudo-state."""
     if row.id is not None:
         raise ValueError("create() takes an unsaved row")
-    flow = _flow(workflow, row, actor, data, workflow.initial)
-    return _run(flow, trigger)
+    return _run(workflow, row, (trigger, actor, data), (), actor)
 
 
-def _run(flow: Flow, trigger: str):
-    workflow = flow.workflow
-    spec = workflow.check(flow, trigger)
+def settle(
+    workflow: Workflow,
+    row,
+    automatic: Collection[str],
+    actor: Actor = SYSTEM,
+    *,
+    start: tuple[str, Actor] | None = None,
+):
+    """Fire `start` (a trigger and who fires it; for an unsaved row, the trigger that creates it) if given, then,
+    from each state reached, the first trigger of `automatic` that `actor` may fire and whose guards hold, until
+    none does. Every step keeps its own log row and audit event, but the row is written once (one INSERT, or one
+    compare-and-set UPDATE from the state it was read in): a delivery going new → available costs one write, not
+    four. Returns the row, unchanged when nothing could fire."""
+    first = None if start is None else (start[0], start[1], None)
+    return _run(workflow, row, first, frozenset(automatic), actor)
+
+
+@dataclass
+class _Step:
+    flow: Flow
+    spec: Transition
+    trigger: str
+    source: str
+
+
+def _run(workflow: Workflow, row, first, automatic: frozenset[str], actor: Actor):
+    source = row.state if row.id is not None else workflow.initial
+    state_in_memory = row.state
+    steps: list[_Step] = []
+    try:
+        with db.atomic():
+            state = source
+            if first is not None:
+                trigger, first_actor, data = first
+                flow = _flow(workflow, row, first_actor, data, state)
+                spec = workflow.check(flow, trigger)
+                state = _step(flow, spec, trigger, steps, refused_is_error=True)
+            while automatic:
+                for spec in workflow.outgoing(state):
+                    if spec.trigger in automatic and str(actor.role) in spec.roles:
+                        flow = _flow(workflow, row, actor, None, state)
+                        if _step(flow, spec, spec.trigger, steps, refused_is_error=False) is not None:
+                            state = flow.state
+                            break
+                else:
+                    break
+            if steps:
+                _persist(workflow, row, source, steps)
+    except BaseException:
+        row.state = state_in_memory  # nothing was written: the row in memory says so too
+        raise
+    for step in steps:
+        for callback in step.flow.after_commit:
+            callback()
+    return row
+
+
+def _step(flow: Flow, spec: Transition, trigger: str, steps: list[_Step], *, refused_is_error: bool) -> str | None:
+    """Run one transition in memory (guards, then effects); the state reached, or None when a guard refused."""
     source = flow.state
-    with db.atomic():
-        try:
-            fired = workflow.machine.events[trigger].trigger(flow)
-        except MachineError as exc:  # only reachable if the table and the machine disagree
-            raise TransitionRefused(Reason(WRONG_STATE, N_("This action is not possible at this step."))) from exc
-        if not fired:
+    try:
+        fired = flow.workflow.machine.events[trigger].trigger(flow)
+    except MachineError as exc:  # only reachable if the table and the machine disagree
+        raise TransitionRefused(Reason(WRONG_STATE, N_("This action is not possible at this step."))) from exc
+    if not fired:
+        if refused_is_error:
             raise TransitionRefused(flow.refusal or Reason(FORBIDDEN, N_("This action is not allowed.")))
-        _persist(flow, spec, trigger, source)
-    for callback in flow.after_commit:
-        callback()
-    return flow.row
+        return None
+    steps.append(_Step(flow, spec, trigger, source))
+    flow.row.state = flow.state  # later guards of the same chain see the state reached
+    return flow.state
 
 
-def _persist(flow: Flow, spec: Transition, trigger: str, source: str) -> None:
-    workflow, row, actor = flow.workflow, flow.row, flow.actor
+def _persist(workflow: Workflow, row, source: str, steps: list[_Step]) -> None:
     model = workflow.model
     now = utcnow()
+    state = steps[-1].flow.state
     if row.id is None:
-        row.state, row.version, row.state_changed_at = flow.state, 1, now
+        row.state, row.version, row.state_changed_at = state, len(steps), now
         row.save(force_insert=True)
     else:
         # Raw column values (row.__data__), so that a foreign key never triggers a query.
         changes = {f: row.__data__.get(f.name) for f in row.dirty_fields}
         changes.pop(model.state, None)
         changes.pop(model.version, None)
-        changes.update({model.state: flow.state, model.version: model.version + 1, model.state_changed_at: now})
+        changes.update({model.state: state, model.version: model.version + len(steps), model.state_changed_at: now})
         updated = (
             model.update(changes)
             .where((model.id == row.id) & (model.state == source) & (model.version == row.version))
@@ -275,33 +329,42 @@ def _persist(flow: Flow, spec: Transition, trigger: str, source: str) -> None:
             raise TransitionRefused(
                 Reason(CONFLICT, N_("Someone else changed this record in the meantime; reload and try again."))
             )
-        row.state, row.version, row.state_changed_at = flow.state, row.version + 1, now
+        row.state, row.version, row.state_changed_at = state, row.version + len(steps), now
         row._dirty.clear()
-    TransitionLog.insert(
-        workflow=workflow.name,
-        object_id=row.id,
-        trigger=trigger,
-        source=source,
-        dest=flow.state,
-        actor_id=actor.account_id,
-        actor_role=str(actor.role),
-        at=now,
-        note=flow.note,
+    TransitionLog.insert_many(
+        [
+            {
+                "workflow": workflow.name,
+                "object_id": row.id,
+                "trigger": step.trigger,
+                "source": step.source,
+                "dest": step.flow.state,
+                "actor_id": step.flow.actor.account_id,
+                "actor_role": str(step.flow.actor.role),
+                "at": now,
+                "note": step.flow.note,
+            }
+            for step in steps
+        ]
     ).execute()
-    audit.record(
-        f"{workflow.name}.{trigger}",
-        actor_id=actor.account_id,
-        actor_role=actor.role,
-        ip=actor.ip,
-        object_type=workflow.name,
-        object_id=row.id,
-        details={"from": source, "to": flow.state, **flow.audit_details},
-        at=now,
-    )
-    for message in flow.outbox:
-        if message.related_type == workflow.name and message.related_id is None:
-            message.related_id = row.id  # unknown while a `create` runs its effects
-        message.save(force_insert=True)
+    with audit.batch():
+        for step in steps:
+            actor = step.flow.actor
+            audit.record(
+                f"{workflow.name}.{step.trigger}",
+                actor_id=actor.account_id,
+                actor_role=actor.role,
+                ip=actor.ip,
+                object_type=workflow.name,
+                object_id=row.id,
+                details={"from": step.source, "to": step.flow.state, **step.flow.audit_details},
+                at=now,
+            )
+    for step in steps:
+        for message in step.flow.outbox:
+            if message.related_type == workflow.name and message.related_id is None:
+                message.related_id = row.id  # unknown while a `create` runs its effects
+            message.save(force_insert=True)
 
 
 def available_actions(workflow: Workflow, row, actor: Actor) -> list[Action]:

@@ -131,3 +131,39 @@ def test_two_processes_append_concurrently_and_the_chain_holds(database):
     db.execute_sql(f"UPDATE audit_event SET object_id = 'tampered' WHERE id = {middle.id}")
     result = audit.verify()
     assert not result.ok and result.broken_id == middle.id
+
+
+# -- batch(): a service call's events chained and written together ---------------------------------------------------
+def test_batch_writes_every_event_at_its_end_in_order_and_the_chain_holds(database):
+    _events(2)
+    with db.atomic(), audit.batch():
+        batched = _events(4)
+        assert AuditEvent.select().count() == 2  # kept in memory until the block ends
+        assert all(event.id is None for event in batched)
+    stored = list(AuditEvent.select().order_by(AuditEvent.id))
+    assert [e.object_id for e in stored] == ["0", "1", "0", "1", "2", "3"]
+    assert [e.id for e in batched] == [e.id for e in stored[2:]]
+    assert [e.hash for e in batched] == [e.hash for e in stored[2:]]
+    assert AuditHead.get_by_id(1).last_id == stored[-1].id
+    assert audit.verify().ok
+
+
+def test_batch_that_raises_writes_nothing(database):
+    _events(1)
+    with pytest.raises(RuntimeError), db.atomic(), audit.batch():
+        _events(3)
+        raise RuntimeError("the change being recorded failed")
+    assert AuditEvent.select().count() == 1
+    assert audit.verify().ok
+    _events(1)  # and the next append still links to the head
+    assert audit.verify().ok
+
+
+def test_nested_batches_join_the_outermost(database):
+    with db.atomic(), audit.batch():
+        _events(1)
+        with audit.batch():
+            _events(1)
+        assert AuditEvent.select().count() == 0  # the inner block's end wrote nothing
+    assert AuditEvent.select().count() == 2
+    assert audit.verify().ok

@@ -19,6 +19,7 @@ from models import (
     NotificationMode,
     Role,
     TransitionLog,
+    db,
     utcnow,
 )
 from models.documents import SEED_DOCUMENT_TYPES
@@ -437,6 +438,40 @@ def test_advance_takes_a_designated_authorized_document_to_an_active_physician(s
     ]
     assert all(log.actor_role == "system" for log in logs[1:])
     assert AuditEvent.select().count() == events + 3
+    assert audit.verify().ok
+
+
+def test_advance_writes_the_delivery_once_for_several_steps(sent, database):
+    """new → available is three automatic steps after the creation, persisted as ONE compare-and-set UPDATE of
+    the delivery (each step keeps its own log row and audit event)."""
+    delivery = sent()
+    statements = []
+    execute = db.execute_sql
+
+    def spy(sql, params=None, *args, **kwargs):
+        statements.append(sql)
+        return execute(sql, params, *args, **kwargs)
+
+    database.execute_sql = spy
+    try:
+        advance(delivery)
+    finally:
+        del database.execute_sql
+    updates = [sql for sql in statements if sql.startswith('UPDATE "delivery"')]
+    assert len(updates) == 1 and '("delivery"."version" = ' in updates[0]  # from the version it was read at
+    assert (_stored(delivery).state, _stored(delivery).version) == ("available", 4)
+
+
+def test_advance_of_a_stale_row_writes_nothing(sent):
+    delivery = sent()
+    stale = Delivery.get_by_id(delivery.id)
+    advance(delivery)
+    counts = (TransitionLog.select().count(), AuditEvent.select().count())
+
+    assert advance(stale).state == "finalized"  # the conflict is absorbed: another advance already did the work
+    assert stale.state == "finalized"  # the row in memory is not left half-way along the chain
+    assert (TransitionLog.select().count(), AuditEvent.select().count()) == counts
+    assert _stored(delivery).state == "available"
     assert audit.verify().ok
 
 
