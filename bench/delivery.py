@@ -136,7 +136,7 @@ def document_reference(n: int, pdf_b64: str) -> dict:
 
 
 # -- 1. documents per second ---------------------------------------------------------------------------------------
-def throughput(url: str, workdir: Path, documents: int, profile: bool = False) -> dict:
+def throughput(url: str, workdir: Path, documents: int, profile: str | None = None) -> dict:
     from models import Delivery, Document, Patient, Physician, Stay
     from web.fhir import create_client
     from workflows import documents as service
@@ -238,7 +238,7 @@ def throughput(url: str, workdir: Path, documents: int, profile: bool = False) -
         import pstats
 
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats(*(["cumulative"] if not __import__("os").environ.get("SORT") else [__import__("os").environ["SORT"]])).print_stats(45)
+        pstats.Stats(profiler, stream=out).sort_stats(profile).print_stats(45)
         result["profile"] = out.getvalue()
     return result
 
@@ -397,7 +397,7 @@ LIMIT {p} OFFSET {p}
 """
 
 
-def page_benchmark(url: str, workdir: Path, rows: int, requests: int, profile: bool = False) -> dict:
+def page_benchmark(url: str, workdir: Path, rows: int, requests: int, profile: str | None = None) -> dict:
     from models import Delivery, Physician, db
     from security import sessions
 
@@ -463,7 +463,7 @@ def page_benchmark(url: str, workdir: Path, rows: int, requests: int, profile: b
             get(1 + n % 20)
         profiler.disable()
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profiler, stream=out).sort_stats(profile).print_stats(40)
         profile_text = out.getvalue()
     database.close()
     times.sort()
@@ -496,7 +496,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, help="GET /documents measured (default 200; quick 30)")
     parser.add_argument("--database-url", help="a PostgreSQL server to make a scratch database on (default SQLite)")
     parser.add_argument("--only", choices=("throughput", "page"), help="run one part")
-    parser.add_argument("--profile", action="store_true", help="print cProfile's top functions of each part")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="cumulative",
+        choices=("cumulative", "tottime"),
+        help="print cProfile's top functions of each part, by cumulative (default) or own time",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
     documents = args.documents or (30 if args.quick else 300)
