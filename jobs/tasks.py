@@ -1,7 +1,7 @@
 """The scheduled jobs, each thin: select the due rows with a named query, fire triggers or queue messages, commit.
 
-`run_once(app)` runs every job once (`flask jobs run-once`); the long-running scheduler (`flask jobs run`, one
-leader across workers and nodes) is the jobs issue's and will call the same functions.
+`SCHEDULE` lists every job with its period; `run_once(app)` runs each once (`flask jobs run-once`), and the
+long-running scheduler (`flask jobs run`, one leader across workers and nodes: jobs/runner.py) runs them on time.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from gateways import mail
 from gateways.sms import backend_from_config
@@ -55,19 +57,54 @@ def remind_temporary_passwords(now: dt.datetime) -> int:
     return reminded
 
 
-def run_once(app) -> dict[str, int]:
-    """Every job once, in an order that lets messages queued by the others leave in the same run."""
-    now = utcnow()
-    results = {
-        "enrollments_expired": expire_enrollments(now, dt.timedelta(days=app.config["ENROLLMENT_EXPIRY_DAYS"])),
-        "temporary_password_reminders": remind_temporary_passwords(now),
-    }
-    try:
-        from jobs.appointments import send_appointment_reminders
-    except ImportError:  # the appointments module arrives with the enrolment pages
-        send_appointment_reminders = None
-    if send_appointment_reminders is not None:
-        results["appointment_reminders"] = send_appointment_reminders(now)
-    sent = dispatch_outbox(app.config)
-    results.update({f"outbox_{key}": value for key, value in sent.items()})
+def _dispatch(app, now: dt.datetime) -> dict[str, int]:
+    return {f"outbox_{key}": value for key, value in dispatch_outbox(app.config).items()}
+
+
+def _expire(app, now: dt.datetime) -> dict[str, int]:
+    return {"enrollments_expired": expire_enrollments(now, dt.timedelta(days=app.config["ENROLLMENT_EXPIRY_DAYS"]))}
+
+
+def _remind_passwords(app, now: dt.datetime) -> dict[str, int]:
+    return {"temporary_password_reminders": remind_temporary_passwords(now)}
+
+
+def _remind_appointments(app, now: dt.datetime) -> dict[str, int]:
+    from jobs.appointments import send_appointment_reminders
+
+    return {"appointment_reminders": send_appointment_reminders(now)}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scheduled job: `run(app, now)` returns its counts; the leader runs it every `every` (jobs/runner.py)."""
+
+    name: str
+    every: dt.timedelta
+    run: Callable[..., Mapping[str, int]]
+
+
+# Every job, in the order `run-once` runs them: those that queue messages before the dispatch, so that what they
+# queue leaves in the same run. Other modules add theirs with `register` (before the dispatch).
+SCHEDULE: list[Job] = [
+    Job("expire_enrollments", dt.timedelta(hours=1), _expire),
+    Job("remind_temporary_passwords", dt.timedelta(minutes=15), _remind_passwords),
+    Job("remind_appointments", dt.timedelta(minutes=15), _remind_appointments),
+    Job("dispatch_outbox", dt.timedelta(seconds=10), _dispatch),
+]
+
+
+def register(job: Job) -> None:
+    """Add a job before the dispatch (so that what it queues leaves in the same `run-once`); once per name."""
+    if any(existing.name == job.name for existing in SCHEDULE):
+        raise ValueError(f"job {job.name!r} registered twice")
+    SCHEDULE.insert(next(i for i, j in enumerate(SCHEDULE) if j.name == "dispatch_outbox"), job)
+
+
+def run_once(app, now: dt.datetime | None = None) -> dict[str, int]:
+    """Every job once, in SCHEDULE order."""
+    now = now or utcnow()
+    results: dict[str, int] = {}
+    for job in SCHEDULE:
+        results.update(job.run(app, now))
     return results

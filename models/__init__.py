@@ -6,6 +6,7 @@ from .db import BaseModel, db, init_database, is_postgres, open_database, public
 from .documents import Delivery, Document, DocumentStatus, DocumentType, ManualAuthorization
 from .dpi import DpiClient
 from .enrollment import Appointment, AppointmentSlot, Desk, EnrollmentApplication, IdDocumentType
+from .jobs import JobRun
 from .outbox import OutboxMessage, OutboxStatus
 from .patients import Designation, Patient, Stay, StayKind
 from .physicians import (
@@ -39,6 +40,7 @@ __all__ = [
     "DpiClient",
     "EnrollmentApplication",
     "IdDocumentType",
+    "JobRun",
     "LandingPage",
     "ManualAuthorization",
     "NotificationMode",

@@ -161,6 +161,8 @@ class Delivery(BaseModel):
     notified_at = DateTimeField(null=True)
     consulted_at = DateTimeField(null=True)
     revoked_reason = CharField(null=True)  # a DESIGN §5 reason code: revoked, superseded, not-authorized…
+    # The outbox e-mail that announces it (queued, not yet accepted by the mail server); `notify` fires on acceptance.
+    notification_id = IntegerField(null=True, index=True)
 
     class Meta:
         indexes = (

@@ -12,6 +12,8 @@ class OutboxStatus:
     SENDING = "sending"
     SENT = "sent"
     DEAD = "dead"
+    # A notification whose documents all left "available" (opened, revoked) before it could be sent: not sent.
+    CANCELLED = "cancelled"
 
 
 class OutboxMessage(BaseModel):

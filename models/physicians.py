@@ -79,6 +79,8 @@ class Physician(BaseModel):
     documents_filter = CharField(default=DocumentsFilter.ALL)
     landing_page = CharField(default=LandingPage.DOCUMENTS)
     email_bounced_at = DateTimeField(null=True)
+    email_bounce_reason = CharField(null=True)  # the mail server's permanent refusal (SMTP 5xx), as it answered
+    last_digest_at = DateTimeField(null=True)  # when the last daily digest was queued for this physician
     created_at = DateTimeField(default=utcnow)
 
     @property

@@ -13,6 +13,7 @@ from .db import BaseModel, db, is_postgres, utcnow
 from .documents import SEED_DOCUMENT_TYPES, Delivery, Document, DocumentType, ManualAuthorization
 from .dpi import DpiClient
 from .enrollment import Appointment, AppointmentSlot, EnrollmentApplication
+from .jobs import JobRun
 from .outbox import OutboxMessage
 from .patients import Designation, Patient, Stay
 from .physicians import FMH_SPECIALTIES, Physician, PhysicianSpecialty, Specialty
@@ -49,6 +50,7 @@ ALL_MODELS = [
     AuditEvent,
     AuditHead,
     TransitionLog,
+    JobRun,
 ]
 
 
@@ -68,6 +70,16 @@ def add_column(table: str, name: str, field):
     return step
 
 
+def _jobs_and_notifications(migrator: SchemaMigrator) -> None:
+    db.create_tables([JobRun], safe=True)
+    add_column("delivery", "notification_id", IntegerField(null=True))(migrator)
+    add_column("physician", "email_bounce_reason", CharField(null=True))(migrator)
+    add_column("physician", "last_digest_at", DateTimeField(null=True))(migrator)
+    existing = {index.name for index in db.get_indexes("delivery")}
+    if "delivery_notification_id" not in existing:
+        db.execute_sql('CREATE INDEX "delivery_notification_id" ON "delivery" ("notification_id")')
+
+
 # Append-only: (version, name, function); never edit an entry that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[SchemaMigrator], None]]] = [
     (1, "baseline", _baseline),
@@ -76,6 +88,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[SchemaMigrator], None]]] = [
         "account.temporary_password_reminded_at",
         add_column("account", "temporary_password_reminded_at", DateTimeField(null=True)),
     ),
+    (3, "jobs and notifications", _jobs_and_notifications),
 ]
 
 

@@ -62,3 +62,26 @@ def test_an_older_database_gets_the_new_column(database):
     assert "account.temporary_password_reminded_at" in schema.upgrade()
     assert "temporary_password_reminded_at" in {c.name for c in db.get_columns("account")}
     assert schema.current_version() == schema.MIGRATIONS[-1][0]
+
+
+def test_a_database_at_version_2_gets_the_jobs_and_notifications_schema(database):
+    """Migration 3: the job_run table, delivery.notification_id (indexed), the physician's bounce and digest."""
+    from models import JobRun
+
+    m = schema.migrator()
+    db.drop_tables([JobRun])
+    db.execute_sql('DROP INDEX IF EXISTS "delivery_notification_id"')
+    migrate(
+        m.drop_column("delivery", "notification_id"),
+        m.drop_column("physician", "email_bounce_reason"),
+        m.drop_column("physician", "last_digest_at"),
+    )
+    schema.SchemaVersion.delete().where(schema.SchemaVersion.version >= 3).execute()
+    assert schema.current_version() == 2
+
+    assert schema.upgrade() == ["jobs and notifications"]
+    assert db.table_exists("job_run")
+    assert "notification_id" in {c.name for c in db.get_columns("delivery")}
+    assert "delivery_notification_id" in {i.name for i in db.get_indexes("delivery")}
+    assert {"email_bounce_reason", "last_digest_at"} <= {c.name for c in db.get_columns("physician")}
+    assert schema.upgrade() == []  # once

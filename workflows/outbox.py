@@ -11,10 +11,37 @@ import datetime as dt
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from gateways.mail import MailError
 from gateways.sms import SmsError
-from models import OutboxMessage, OutboxStatus, utcnow
+from models import OutboxMessage, OutboxStatus, db, utcnow
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What a kind of message (its `related_type`) needs done around its sending, registered by the module that
+    queues it (workflows/notify.py for "notification"):
+
+    - `still_wanted(message)`: asked right before sending; False → the message is CANCELLED, not sent;
+    - `sent(message)`: in the same transaction that records the server's acceptance (deliveries → notified);
+    - `refused(message, error)`: after a permanent refusal (SMTP 5xx: a hard bounce), in the transaction that
+      parks the message as dead.
+    """
+
+    still_wanted: Callable[[OutboxMessage], bool] = lambda message: True
+    sent: Callable[[OutboxMessage], None] = lambda message: None
+    refused: Callable[[OutboxMessage, str], None] = lambda message, error: None
+
+
+FOLLOW_UPS: dict[str, FollowUp] = {}
+_NOTHING = FollowUp()
+
+
+def follow_up(message: OutboxMessage) -> FollowUp:
+    return FOLLOW_UPS.get(message.related_type or "", _NOTHING)
+
 
 MAX_ATTEMPTS = 8
 FIRST_RETRY = dt.timedelta(seconds=30)
@@ -43,6 +70,10 @@ def mark_dead(message: OutboxMessage, error: str) -> None:
     OutboxMessage.update(status=OutboxStatus.DEAD, last_error=error[:500]).where(
         OutboxMessage.id == message.id
     ).execute()
+
+
+def mark_cancelled(message: OutboxMessage) -> None:
+    OutboxMessage.update(status=OutboxStatus.CANCELLED).where(OutboxMessage.id == message.id).execute()
 
 
 def send_sms_now(message: OutboxMessage, backend) -> bool:
@@ -79,11 +110,16 @@ def mark_failed(message: OutboxMessage, error: str, *, permanent: bool) -> str:
 
 
 def dispatch_due(*, send_email, sms_backend, worker: str = "dispatcher", limit: int = 500) -> Counter:
-    """Send what is due now; returns counts by outcome (sent, retry, dead, skipped: claimed by another)."""
+    """Send what is due now; returns counts by outcome (sent, retry, dead, cancelled, skipped: claimed by another)."""
     counts: Counter = Counter()
     for message in list(OutboxMessage.due(utcnow()).limit(limit)):
         if not claim(message, worker):
             counts["skipped"] += 1
+            continue
+        after = follow_up(message)
+        if not after.still_wanted(message):
+            mark_cancelled(message)
+            counts["cancelled"] += 1
             continue
         try:
             if message.channel == "email":
@@ -92,10 +128,15 @@ def dispatch_due(*, send_email, sms_backend, worker: str = "dispatcher", limit: 
                 sms_backend.send(message.recipient, message.body)
         except (MailError, SmsError) as exc:
             permanent = getattr(exc, "permanent", False)
-            outcome = mark_failed(message, str(exc), permanent=permanent)
+            with db.atomic():
+                outcome = mark_failed(message, str(exc), permanent=permanent)
+                if outcome == OutboxStatus.DEAD and permanent:
+                    after.refused(message, str(exc))
             counts["dead" if outcome == OutboxStatus.DEAD else "retry"] += 1
             log.warning("outbox %s (%s) not sent: %s", message.id, message.template, exc)
             continue
-        mark_sent(message)
+        with db.atomic():
+            mark_sent(message)
+            after.sent(message)
         counts["sent"] += 1
     return counts

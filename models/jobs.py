@@ -1,0 +1,24 @@
+"""What the scheduler did: one row per job run, written by the leader (jobs/runner.py), read by the dashboard."""
+
+from __future__ import annotations
+
+from peewee import CharField, DateTimeField, TextField
+
+from .db import BaseModel, utcnow
+
+
+class JobRun(BaseModel):
+    job = CharField()  # the name in jobs/tasks.py SCHEDULE
+    node = CharField()  # host:pid of the process that ran it (the leader, or `run-once`)
+    started_at = DateTimeField(default=utcnow)
+    finished_at = DateTimeField(null=True)
+    outcome = CharField(default="running")  # running | ok | failed
+    result = TextField(default="")  # the job's counts, as canonical JSON
+    error = TextField(null=True)  # the exception's type and message (no data: jobs log no patient or secret)
+
+    class Meta:
+        indexes = ((("job", "started_at"), False),)
+
+    @classmethod
+    def latest(cls, job: str):
+        return cls.select().where(cls.job == job).order_by(cls.started_at.desc(), cls.id.desc()).first()
