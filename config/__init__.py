@@ -110,6 +110,10 @@ class Config:
             "SESSION_COOKIE_SECURE": _flag(get("COOKIE_SECURE"), cls.SESSION_COOKIE_SECURE),
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
+            # Notifications of new documents (issue 6): "each" batches what arrives within this window into one
+            # e-mail; "digest" sends once a day at this hour, Geneva time.
+            "NOTIFY_BATCH_SECONDS": int(get("NOTIFY_BATCH_SECONDS", "120")),
+            "DIGEST_HOUR": int(get("DIGEST_HOUR", "7")),
             # Workflow timings.
             "ENROLLMENT_EXPIRY_DAYS": int(get("ENROLLMENT_EXPIRY_DAYS", "60")),
             "TEMPORARY_PASSWORD_HOURS": min(72, int(get("TEMPORARY_PASSWORD_HOURS", "72"))),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gateways import mail
 from gateways.sms import backend_from_config
 from models import Account, EnrollmentApplication, db, utcnow
-from workflows import ENROLLMENT, SYSTEM, TransitionRefused, engine, notifications
+from workflows import ENROLLMENT, SYSTEM, TransitionRefused, engine, notices, notifications
 from workflows.enrollment import OPEN
 from workflows.outbox import dispatch_due
 
@@ -75,6 +75,15 @@ def _remind_appointments(app, now: dt.datetime) -> dict[str, int]:
     return {"appointment_reminders": send_appointment_reminders(now)}
 
 
+def _notify_new_documents(app, now: dt.datetime) -> dict[str, int]:
+    window = dt.timedelta(seconds=app.config["NOTIFY_BATCH_SECONDS"])
+    return {"document_notices": notices.queue_new_document_notices(now, window)}
+
+
+def _send_digests(app, now: dt.datetime) -> dict[str, int]:
+    return {"digests": notices.queue_digests(now, app.config["DIGEST_HOUR"])}
+
+
 @dataclass(frozen=True)
 class Job:
     """One scheduled job: `run(app, now)` returns its counts; the leader runs it every `every` (jobs/runner.py)."""
@@ -90,6 +99,8 @@ SCHEDULE: list[Job] = [
     Job("expire_enrollments", dt.timedelta(hours=1), _expire),
     Job("remind_temporary_passwords", dt.timedelta(minutes=15), _remind_passwords),
     Job("remind_appointments", dt.timedelta(minutes=15), _remind_appointments),
+    Job("notify_new_documents", dt.timedelta(seconds=30), _notify_new_documents),
+    Job("send_digests", dt.timedelta(minutes=5), _send_digests),
     Job("dispatch_outbox", dt.timedelta(seconds=10), _dispatch),
 ]
 

@@ -215,6 +215,54 @@ class Delivery(BaseModel):
             .order_by(cls.id)
         )
 
+    # -- notifications (workflows/notices.py) ---------------------------------------------------------------------
+    @classmethod
+    def unannounced(cls):
+        """Deliveries in "Mes documents" that no notification announces yet."""
+        return (cls.state == "available") & cls.notification_id.is_null()
+
+    @classmethod
+    def physicians_to_notify(cls, mode: str, *, arrived_before):
+        """Ids of the physicians with this notification mode, e-mail not bounced, who have an unannounced delivery
+        that became available before `arrived_before` (one GROUP BY over the (physician, state) index)."""
+        return (
+            cls.select(cls.physician)
+            .join(Physician, on=(cls.physician == Physician.id))
+            .where(cls.unannounced() & (Physician.notification_mode == mode) & Physician.email_bounced_at.is_null())
+            .group_by(cls.physician)
+            .having(fn.MIN(cls.available_at) <= arrived_before)
+            .order_by(cls.physician)
+            .tuples()
+        )
+
+    @classmethod
+    def announce(cls, physician_id: int, notification_id: int, *, arrived_before) -> int:
+        """Point the physician's unannounced deliveries (available before `arrived_before`) to a notification;
+        returns how many. Run twice at once, the second finds none: `notification_id IS NULL` is re-checked."""
+        where = (cls.physician == physician_id) & cls.unannounced() & (cls.available_at <= arrived_before)
+        return cls.update(notification_id=notification_id).where(where).execute()
+
+    @classmethod
+    def count_unannounced(cls, physician_id: int, *, arrived_before) -> int:
+        where = (cls.physician == physician_id) & cls.unannounced() & (cls.available_at <= arrived_before)
+        return cls.select().where(where).count()
+
+    @classmethod
+    def announced_by(cls, notification_id: int):
+        """The deliveries a notification announces that still wait in "Mes documents", their physician joined."""
+        return (
+            cls.select(cls, Physician)
+            .join(Physician, on=(cls.physician == Physician.id))
+            .where((cls.notification_id == notification_id) & (cls.state == "available"))
+            .order_by(cls.id)
+        )
+
+    @classmethod
+    def detach_from(cls, notification_id: int) -> int:
+        """Forget a notification that will never be delivered (a hard bounce): its deliveries may be announced
+        again once the address works."""
+        return cls.update(notification_id=None).where(cls.notification_id == notification_id).execute()
+
     @classmethod
     def visible_to(cls, physician_id: int):
         """What "Mes documents" may show: the physician's own deliveries that reached their space."""

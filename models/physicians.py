@@ -95,6 +95,32 @@ class Physician(BaseModel):
             .order_by(Specialty.name_fr)
         )
 
+    # -- notifications (workflows/notices.py) -------------------------------------------------------------------
+    @classmethod
+    def record_bounce(cls, physician_id: int, reason: str, now) -> None:
+        """The mail server refused the address for good (SMTP 5xx): no notification is queued until it is cleared."""
+        cls.update(email_bounced_at=now, email_bounce_reason=reason[:200]).where(cls.id == physician_id).execute()
+
+    @classmethod
+    def clear_bounce(cls, physician_id: int) -> bool:
+        """The physician (or an administrator) says the address works again; False if there was no bounce."""
+        cleared = (
+            cls.update(email_bounced_at=None, email_bounce_reason=None)
+            .where((cls.id == physician_id) & cls.email_bounced_at.is_null(False))
+            .execute()
+        )
+        return cleared == 1
+
+    @classmethod
+    def take_digest(cls, physician_id: int, due_at, now) -> bool:
+        """Compare-and-set: True once per digest instant `due_at` (two runs at once: one gets it)."""
+        stamped = (
+            cls.update(last_digest_at=now)
+            .where((cls.id == physician_id) & (cls.last_digest_at.is_null() | (cls.last_digest_at < due_at)))
+            .execute()
+        )
+        return stamped == 1
+
     @classmethod
     def by_public_id(cls, value: str) -> Physician | None:
         return cls.get_or_none(cls.public_id == value)

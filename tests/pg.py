@@ -40,19 +40,34 @@ def require() -> None:
     pytest.skip(reason)
 
 
+_claims: list = []  # the connections holding our claim on a database name, open for the life of the process
+
+
 @cache
 def test_database_url() -> str:
-    """A database of our own beside the one named (`<name>_myhug_<worker>`), created if missing."""
+    """A database of our own beside the one named (`<name>_myhug_<worker>`, or `…_2`, `…_3` while another test run
+    on this machine uses that one), created if missing.
+
+    Two test runs at once (a developer's and CI's, or helpers working side by side) must never share a database:
+    each claims its name with a session-level advisory lock held until the process exits.
+    """
     import psycopg2
 
     parts = urlparse(base_url())
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    name = f"{parts.path.lstrip('/') or 'postgres'}_myhug_{worker}"
+    base = f"{parts.path.lstrip('/') or 'postgres'}_myhug_{worker}"
     conn = psycopg2.connect(base_url())
     conn.autocommit = True
     with conn.cursor() as cur:
+        for n in range(1, 100):
+            name = base if n == 1 else f"{base}_{n}"
+            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (name,))
+            if cur.fetchone()[0]:
+                break
+        else:
+            raise RuntimeError(f"99 test runs at once use {base}")
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
         if cur.fetchone() is None:
             cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+    _claims.append(conn)
     return urlunparse(parts._replace(path=f"/{name}"))

@@ -25,3 +25,5 @@ __all__ = [
     "fire",
     "may",
 ]
+
+from . import notices  # noqa: E402, F401  (registers the dispatcher follow-up of "notification" e-mails)

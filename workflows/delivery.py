@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from enum import StrEnum
 
-from models import Account, Delivery, Designation, DocumentStatus, ManualAuthorization, NotificationMode, Role, utcnow
+from models import Account, Delivery, Designation, DocumentStatus, ManualAuthorization, NotificationMode, Role
 
 from . import engine
 from .account import AccountState
@@ -178,7 +178,7 @@ def revocation_can_be_undone(flow) -> Reason | None:
 # -- effects --------------------------------------------------------------------------------------------------
 def stamp(field: str):
     def effect(flow) -> None:
-        setattr(flow.row, field, utcnow())
+        setattr(flow.row, field, flow.now)
 
     effect.__name__ = f"stamp_{field}"
     return effect

@@ -55,7 +55,7 @@ from .delivery import (
     revocation_due,
     type_is_communicable,
 )
-from .engine import CONFLICT, FORBIDDEN, N_, SYSTEM, Actor, Reason, TransitionRefused
+from .engine import CHANGED_MEANWHILE, CONFLICT, FORBIDDEN, N_, SYSTEM, Actor, Reason, TransitionRefused
 
 S = DeliveryState
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
@@ -485,7 +485,7 @@ def receive_document(
                     with db.atomic():
                         document.save(force_insert=True)
                 except IntegrityError:
-                    _refuse(CONFLICT, N_("Someone else changed this record in the meantime; reload and try again."))
+                    raise TransitionRefused(CHANGED_MEANWHILE) from None
             elif _facts(document) != before:
                 document.save()
             if existing is None or _facts(document) != before:

@@ -8,10 +8,12 @@ disabled and refuse the POST that tries anyway.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from peewee import Tuple
 from transitions import Machine, MachineError
 
 from models import OutboxMessage, Role, TransitionLog, db, utcnow
@@ -59,6 +61,8 @@ class TransitionRefused(Exception):
 WRONG_STATE = "wrong-state"
 FORBIDDEN = "forbidden"
 CONFLICT = "conflict"
+
+CHANGED_MEANWHILE = Reason(CONFLICT, N_("Someone else changed this record in the meantime; reload and try again."))
 
 Guard = Callable[["Flow"], Reason | None]
 Effect = Callable[["Flow"], None]
@@ -111,6 +115,9 @@ class Flow:
     audit_details: dict = field(default_factory=dict)
     note: str | None = None
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # The firing's clock: every step of a chain and every row of a bulk firing share it, so that effects stamping
+    # a time (available_at, notified_at) agree with the state_changed_at written with them.
+    now: dt.datetime = field(default_factory=utcnow)
 
     def get(self, key, default=None):
         return (self.data or {}).get(key, default)
@@ -217,8 +224,8 @@ class Workflow:
 
 
 # -- firing ---------------------------------------------------------------------------------------------------
-def _flow(workflow: Workflow, row, actor: Actor, data: dict | None, state: str) -> Flow:
-    return Flow(workflow=workflow, row=row, actor=actor, data=data, state=state)
+def _flow(workflow: Workflow, row, actor: Actor, data: dict | None, state: str, now: dt.datetime | None = None) -> Flow:
+    return Flow(workflow=workflow, row=row, actor=actor, data=data, state=state, now=now or utcnow())
 
 
 def fire(workflow: Workflow, row, trigger: str, actor: Actor, **data):
@@ -250,6 +257,64 @@ def settle(
     return _run(workflow, row, first, frozenset(automatic), actor)
 
 
+def fire_many(workflow: Workflow, rows: Iterable, trigger: str, actor: Actor, **data) -> tuple[list, list]:
+    """Fire one trigger on many rows at once (a notification accepted for twenty documents): guards and effects
+    per row in memory, then one compare-and-set UPDATE on every (id, version) read, one INSERT of the log rows, one
+    audit append. Returns (fired, refused as (row, Reason) pairs); refused rows are left alone.
+
+    All or nothing: if any row changed since it was read, nothing is written and TransitionRefused(conflict) is
+    raised, so that the caller can fall back to firing the rows one by one. Rows whose effects leave different
+    column values are written by one UPDATE per distinct set of values.
+    """
+    now = utcnow()
+    fired, refused, steps = [], [], []
+    try:
+        with db.atomic():
+            for row in rows:
+                flow = _flow(workflow, row, actor, data, row.state, now)
+                try:
+                    _step(flow, workflow.check(flow, trigger), trigger, steps, refused_is_error=True)
+                except TransitionRefused as refusal:
+                    refused.append((row, refusal.reason))
+                    continue
+                fired.append(row)
+            if steps:
+                _update_many(workflow, steps, now)
+                _log_and_audit(workflow, steps, now)
+    except BaseException:
+        for step in steps:
+            step.flow.row.state = step.source  # nothing was written: the rows in memory say so too
+        raise
+    for step in steps:
+        row = step.flow.row
+        row.version, row.state_changed_at = row.version + 1, now
+        row._dirty.clear()
+        for callback in step.flow.after_commit:
+            callback()
+    return fired, refused
+
+
+def _update_many(workflow: Workflow, steps: list[_Step], now: dt.datetime) -> None:
+    """One compare-and-set UPDATE per distinct (source, dest, column values) among the steps."""
+    model = workflow.model
+    groups: dict[tuple, list[_Step]] = {}
+    for step in steps:
+        row = step.flow.row
+        changes = tuple(
+            sorted((f.name, row.__data__.get(f.name)) for f in row.dirty_fields if f.name not in ("state", "version"))
+        )
+        groups.setdefault((step.source, step.flow.state, changes), []).append(step)
+    for (source, dest, changes), group in groups.items():
+        columns = {model._meta.fields[name]: value for name, value in changes}
+        columns.update({model.state: dest, model.version: model.version + 1, model.state_changed_at: now})
+        read = [(step.flow.row.id, step.flow.row.version) for step in group]
+        updated = (
+            model.update(columns).where(Tuple(model.id, model.version).in_(read) & (model.state == source)).execute()
+        )
+        if updated != len(group):
+            raise TransitionRefused(CHANGED_MEANWHILE)
+
+
 @dataclass
 class _Step:
     flow: Flow
@@ -261,26 +326,27 @@ class _Step:
 def _run(workflow: Workflow, row, first, automatic: frozenset[str], actor: Actor):
     source = row.state if row.id is not None else workflow.initial
     state_in_memory = row.state
+    now = utcnow()
     steps: list[_Step] = []
     try:
         with db.atomic():
             state = source
             if first is not None:
                 trigger, first_actor, data = first
-                flow = _flow(workflow, row, first_actor, data, state)
+                flow = _flow(workflow, row, first_actor, data, state, now)
                 spec = workflow.check(flow, trigger)
                 state = _step(flow, spec, trigger, steps, refused_is_error=True)
             while automatic:
                 for spec in workflow.outgoing(state):
                     if spec.trigger in automatic and str(actor.role) in spec.roles:
-                        flow = _flow(workflow, row, actor, None, state)
+                        flow = _flow(workflow, row, actor, None, state, now)
                         if _step(flow, spec, spec.trigger, steps, refused_is_error=False) is not None:
                             state = flow.state
                             break
                 else:
                     break
             if steps:
-                _persist(workflow, row, source, steps)
+                _persist(workflow, row, source, steps, now)
     except BaseException:
         row.state = state_in_memory  # nothing was written: the row in memory says so too
         raise
@@ -306,9 +372,8 @@ def _step(flow: Flow, spec: Transition, trigger: str, steps: list[_Step], *, ref
     return flow.state
 
 
-def _persist(workflow: Workflow, row, source: str, steps: list[_Step]) -> None:
+def _persist(workflow: Workflow, row, source: str, steps: list[_Step], now: dt.datetime) -> None:
     model = workflow.model
-    now = utcnow()
     state = steps[-1].flow.state
     if row.id is None:
         row.state, row.version, row.state_changed_at = state, len(steps), now
@@ -326,16 +391,19 @@ def _persist(workflow: Workflow, row, source: str, steps: list[_Step]) -> None:
         )
         if updated != 1:
             # Someone else changed the row since it was read: refuse, and let the transaction roll back.
-            raise TransitionRefused(
-                Reason(CONFLICT, N_("Someone else changed this record in the meantime; reload and try again."))
-            )
+            raise TransitionRefused(CHANGED_MEANWHILE)
         row.state, row.version, row.state_changed_at = state, row.version + len(steps), now
         row._dirty.clear()
+    _log_and_audit(workflow, steps, now)
+
+
+def _log_and_audit(workflow: Workflow, steps: list[_Step], now: dt.datetime) -> None:
+    """One INSERT for the steps' log rows, one audit append for their events, then their outbox messages."""
     TransitionLog.insert_many(
         [
             {
                 "workflow": workflow.name,
-                "object_id": row.id,
+                "object_id": step.flow.row.id,
                 "trigger": step.trigger,
                 "source": step.source,
                 "dest": step.flow.state,
@@ -356,14 +424,14 @@ def _persist(workflow: Workflow, row, source: str, steps: list[_Step]) -> None:
                 actor_role=actor.role,
                 ip=actor.ip,
                 object_type=workflow.name,
-                object_id=row.id,
+                object_id=step.flow.row.id,
                 details={"from": step.source, "to": step.flow.state, **step.flow.audit_details},
                 at=now,
             )
     for step in steps:
         for message in step.flow.outbox:
             if message.related_type == workflow.name and message.related_id is None:
-                message.related_id = row.id  # unknown while a `create` runs its effects
+                message.related_id = step.flow.row.id  # unknown while a `create` runs its effects
             message.save(force_insert=True)
 
 

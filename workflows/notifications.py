@@ -157,6 +157,15 @@ def notify_temporary_password_expiring(account) -> OutboxMessage:
     )
 
 
+# -- documents (workflows/notices.py) --------------------------------------------------------------------------
+def notify_documents_waiting(physician, count: int, *, digest: bool) -> OutboxMessage:
+    """New documents in "Mes documents": how many and where, nothing else (no patient, no title, no link token)."""
+    return queue_email(
+        "documents_waiting", physician.email, related_type="notification", related_id=physician.id, count=count,
+        digest=digest,
+    )  # fmt: skip
+
+
 # -- appointments at a desk (enrolment step 2) ---------------------------------------------------------------
 def _appointment_email(template: str, appointment, **context) -> OutboxMessage:
     app, slot = appointment.application, appointment.slot

@@ -19,13 +19,12 @@ from models import (
     NotificationMode,
     Role,
     TransitionLog,
-    db,
     utcnow,
 )
 from models.documents import SEED_DOCUMENT_TYPES
 from security import audit
 from security.passwords import hash_password
-from workflows import ACCOUNT, DELIVERY, SYSTEM, Actor, available_actions, engine, may
+from workflows import ACCOUNT, DELIVERY, SYSTEM, Actor, TransitionRefused, available_actions, engine, may
 from workflows.delivery import advance
 
 from .conftest import DISCHARGE_SUMMARY, PROGRESS_NOTE
@@ -41,6 +40,22 @@ def _stored(delivery: Delivery) -> Delivery:
 def _log(delivery: Delivery) -> list[TransitionLog]:
     where = (TransitionLog.workflow == "delivery") & (TransitionLog.object_id == delivery.id)
     return list(TransitionLog.select().where(where).order_by(TransitionLog.id))
+
+
+def _statements(database, call, *args) -> tuple[list[str], object]:
+    """(the SQL statements `call(*args)` sent, its result)."""
+    statements = []
+    execute = database.execute_sql
+
+    def spy(sql, params=None, *more, **kwargs):
+        statements.append(sql)
+        return execute(sql, params, *more, **kwargs)
+
+    database.execute_sql = spy
+    try:
+        return statements, call(*args)
+    finally:
+        del database.execute_sql
 
 
 def _triggers(delivery: Delivery) -> list[str]:
@@ -445,18 +460,7 @@ def test_advance_writes_the_delivery_once_for_several_steps(sent, database):
     """new → available is three automatic steps after the creation, persisted as ONE compare-and-set UPDATE of
     the delivery (each step keeps its own log row and audit event)."""
     delivery = sent()
-    statements = []
-    execute = db.execute_sql
-
-    def spy(sql, params=None, *args, **kwargs):
-        statements.append(sql)
-        return execute(sql, params, *args, **kwargs)
-
-    database.execute_sql = spy
-    try:
-        advance(delivery)
-    finally:
-        del database.execute_sql
+    statements, _ = _statements(database, advance, delivery)
     updates = [sql for sql in statements if sql.startswith('UPDATE "delivery"')]
     assert len(updates) == 1 and '("delivery"."version" = ' in updates[0]  # from the version it was read at
     assert (_stored(delivery).state, _stored(delivery).version) == ("available", 4)
@@ -604,3 +608,49 @@ def test_visible_to_shows_only_the_physicians_own_deliveries_that_reached_their_
     assert {d.id for d in Delivery.visible_to(physician.id)} == {available.id, notified.id, consulted.id}
     assert list(Delivery.visible_to(other.id)) == []
     assert {d.id for d in Delivery.visible_to(theirs.physician_id)} == {theirs.id}
+
+
+# -- fire_many: one trigger on many rows, one write per table -------------------------------------------------------
+def test_fire_many_notifies_every_row_in_one_update_with_a_log_row_and_event_each(sent, database):
+    deliveries = [advance(sent()) for _ in range(3)]
+    events, logs = AuditEvent.select().count(), TransitionLog.select().count()
+
+    statements, (fired, refused) = _statements(database, engine.fire_many, DELIVERY, deliveries, "notify", SYSTEM)
+
+    assert len([sql for sql in statements if sql.startswith('UPDATE "delivery"')]) == 1
+    assert len([sql for sql in statements if sql.startswith('INSERT INTO "transition_log"')]) == 1
+
+    assert (len(fired), refused) == (3, [])
+    stored = [_stored(d) for d in deliveries]
+    assert [(d.state, d.version) for d in stored] == [("notified", 5)] * 3
+    assert all(d.notified_at == d.state_changed_at for d in stored)
+    assert [d.version for d in deliveries] == [5, 5, 5]  # the rows in memory follow
+    assert (AuditEvent.select().count(), TransitionLog.select().count()) == (events + 3, logs + 3)
+    assert audit.verify().ok
+
+
+def test_fire_many_returns_the_rows_a_guard_refuses_and_leaves_them(sent):
+    wants = advance(sent())
+    silent = advance(sent(notification_mode=NotificationMode.NONE))
+
+    fired, refused = engine.fire_many(DELIVERY, [wants, silent], "notify", SYSTEM)
+
+    assert fired == [wants]
+    assert [(row, reason.code) for row, reason in refused] == [(silent, "notifications-off")]
+    assert (_stored(wants).state, _stored(silent).state) == ("notified", "available")
+
+
+def test_fire_many_with_one_stale_row_writes_nothing(sent):
+    deliveries = [advance(sent()) for _ in range(3)]
+    stale = Delivery.get_by_id(deliveries[1].id)
+    engine.fire(DELIVERY, deliveries[1], "notify", SYSTEM)  # someone else moved it meanwhile
+    rows = [deliveries[0], stale, deliveries[2]]
+    events = AuditEvent.select().count()
+
+    with pytest.raises(TransitionRefused) as refused:
+        engine.fire_many(DELIVERY, rows, "notify", SYSTEM)
+
+    assert refused.value.reason.code == "conflict"
+    assert [_stored(d).state for d in rows] == ["available", "notified", "available"]
+    assert [d.state for d in rows] == ["available", "available", "available"]  # memory says what was written
+    assert AuditEvent.select().count() == events
