@@ -156,9 +156,9 @@ def directory_rows(count: int, offset: int, gln_parameter: str) -> list[Physicia
 
 
 def directory_practitioner(physician: Physician) -> dict:
-    """The Practitioner as the directory shows it: GLN, name, practice address, active; no e-mail address."""
+    """The Practitioner as the directory shows it: GLN, name, practice address, and active (only physicians with an
+    active account are listed)."""
     resource = practitioner_resource(physician)
-    resource.pop("telecom", None)
     resource["active"] = True
     return resource
 

@@ -372,7 +372,9 @@ def patient_resource(patient: Patient) -> dict:
 
 
 def practitioner_resource(physician: Physician) -> dict:
-    # Contact details are the physician's own ("Mon profil"): the directory shows the practice, not a mobile.
+    """Who the physician is (GLN, name, practice), never how to reach them: hospital systems read this to pick a
+    recipient, documents never travel by e-mail, and the e-mail address and mobile are the physician's own personal
+    contact data ("Mon profil")."""
     return _drop_empty(
         {
             "resourceType": "Practitioner",
@@ -380,7 +382,6 @@ def practitioner_resource(physician: Physician) -> dict:
             "meta": {"versionId": "1"},
             "identifier": [{"system": GLN_SYSTEM, "value": physician.gln}],
             "name": [{"use": "official", "family": physician.last_name, "given": physician.first_name.split()}],
-            "telecom": [{"system": "email", "value": physician.email}] if physician.email else [],
             "address": [{"text": physician.practice_address}] if physician.practice_address else [],
         }
     )
