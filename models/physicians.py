@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from peewee import JOIN, CharField, DateField, DateTimeField, ForeignKeyField, TextField, fn
 
-from .db import BaseModel, public_id, utcnow
+from .db import BaseModel, db, public_id, utcnow
 
 
 def gln_is_valid(gln: str | None) -> bool:
@@ -124,6 +124,57 @@ class Physician(BaseModel):
     @classmethod
     def by_public_id(cls, value: str) -> Physician | None:
         return cls.get_or_none(cls.public_id == value)
+
+    def save_preferences(
+        self,
+        *,
+        notification_mode: str,
+        patients_filter: str,
+        documents_filter: str,
+        landing_page: str,
+        specialties,
+    ) -> dict:
+        """Write the choices of "Mon profil" (settings 1–5) in one transaction, compared with what is stored, and
+        return what changed: setting names with their old and new values, specialty codes added and removed; never
+        who the physician is (the caller puts it on the audit trail). A value outside its choices or an unknown
+        specialty code raises ValueError before anything is written."""
+        chosen = {
+            "notification_mode": NotificationMode(notification_mode).value,
+            "patients_filter": PatientsFilter(patients_filter).value,
+            "documents_filter": DocumentsFilter(documents_filter).value,
+            "landing_page": LandingPage(landing_page).value,
+        }
+        wanted = set(specialties)
+        known = {s.code: s.id for s in Specialty.select().where(Specialty.code.in_(list(wanted)))} if wanted else {}
+        if set(known) != wanted:
+            raise ValueError(f"unknown specialty codes: {', '.join(sorted(wanted - set(known)))}")
+        with db.atomic():
+            stored = type(self).get_by_id(self.id)
+            changes: dict = {
+                field: {"from": getattr(stored, field), "to": value}
+                for field, value in chosen.items()
+                if getattr(stored, field) != value
+            }
+            if changes:
+                type(self).update({field: change["to"] for field, change in changes.items()}).where(
+                    type(self).id == self.id
+                ).execute()
+            held = {s.code for s in stored.specialties()}
+            added, removed = sorted(wanted - held), sorted(held - wanted)
+            if removed:
+                gone = Specialty.select(Specialty.id).where(Specialty.code.in_(removed))
+                PhysicianSpecialty.delete().where(
+                    (PhysicianSpecialty.physician == self.id) & PhysicianSpecialty.specialty.in_(gone)
+                ).execute()
+            if added:
+                rows = [{"physician": self.id, "specialty": known[code]} for code in added]
+                # The same choice saved twice at once (two tabs) adds each specialty once.
+                PhysicianSpecialty.insert_many(rows).on_conflict_ignore().execute()
+            if added or removed:
+                changes["specialties"] = {"added": added, "removed": removed}
+        for field, value in chosen.items():
+            setattr(self, field, value)
+        return changes
 
     @classmethod
     def by_glns(cls, glns) -> dict[str, Physician]:

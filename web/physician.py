@@ -24,11 +24,9 @@ from models import (
     LandingPage,
     NotificationMode,
     PatientsFilter,
-    PhysicianSpecialty,
     Role,
     Specialty,
     StayKind,
-    db,
     utcnow,
 )
 from security.encryption import DecryptionError
@@ -359,34 +357,6 @@ def _read_settings(form, catalogue: list[tuple[str, str]]) -> tuple[dict, dict]:
     return submitted, errors
 
 
-def save_settings(physician, settings: dict) -> dict:
-    """Write the profile's settings in one transaction; return what changed (setting names and values, never
-    personal data) for the audit trail."""
-    changes = {}
-    for field in PROFILE_CHOICES:
-        before, after = str(getattr(physician, field)), settings[field]
-        if before != after:
-            changes[field] = {"from": before, "to": after}
-            setattr(physician, field, after)
-    before_codes = {s.code for s in physician.specialties()}
-    after_codes = set(settings["specialties"])
-    with db.atomic():
-        if changes:
-            physician.save(only=[getattr(type(physician), field) for field in changes])
-        removed, added = sorted(before_codes - after_codes), sorted(after_codes - before_codes)
-        if removed:
-            gone = Specialty.select(Specialty.id).where(Specialty.code.in_(removed))
-            PhysicianSpecialty.delete().where(
-                (PhysicianSpecialty.physician == physician.id) & PhysicianSpecialty.specialty.in_(gone)
-            ).execute()
-        if added:
-            ids = [s.id for s in Specialty.select(Specialty.id).where(Specialty.code.in_(added))]
-            PhysicianSpecialty.insert_many([{"physician": physician.id, "specialty": i} for i in ids]).execute()
-        if removed or added:
-            changes["specialties"] = {"added": added, "removed": removed}
-    return changes
-
-
 def _profile_page(physician, settings: dict, errors: dict, catalogue, status: int = 200, unconfirmed: bool = False):
     return (
         render_template(
@@ -419,7 +389,7 @@ def profile():
         return _profile_page(physician, settings, {}, catalogue, unconfirmed=True)
     if errors:
         return _profile_page(physician, settings, errors, catalogue, status=422)
-    changes = save_settings(physician, settings)
+    changes = physician.save_preferences(**settings)
     if changes:
         record_account_event(PROFILE_CHANGED, g.account, about=("physician", physician.id), changed=changes)
         flash(_("Your profile is saved."), "success")
