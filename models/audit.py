@@ -31,6 +31,7 @@ class AuditEvent(BaseModel):
         *,
         document_id: int | None = None,
         patient_id: int | None = None,
+        event_hash: str | None = None,
         since=None,
         before=None,
         limit: int = 50,
@@ -38,7 +39,8 @@ class AuditEvent(BaseModel):
     ) -> list:
         """The events with one of `actions` about the documents the DPI client `client` sent, and about their
         deliveries, oldest first, in one query. Each row carries `row.document` (its patient joined) and, for an
-        event about a delivery, `row.delivery` (its physician joined); `since` ≤ `at` < `before` when given."""
+        event about a delivery, `row.delivery` (its physician joined); `since` ≤ `at` < `before` when given;
+        `event_hash`: only that event (how the FHIR API names one), if the client may see it."""
         from .documents import Delivery, Document  # documents.py imports this module
         from .patients import Patient
         from .physicians import Physician
@@ -60,6 +62,8 @@ class AuditEvent(BaseModel):
             query = query.where(Document.id == document_id)
         if patient_id is not None:
             query = query.where(Document.patient == patient_id)
+        if event_hash is not None:
+            query = query.where(cls.hash == event_hash)
         if since is not None:
             query = query.where(cls.at >= since)
         if before is not None:

@@ -7,7 +7,8 @@
   portal, and the address is the physician's own ("Mon profil").
 - `GET /fhir/AuditEvent?entity=DocumentReference/{id}&patient=Patient/{id}&date=ge…&date=lt…`: the audit trail of
   the documents this client sent (received, recalled, made available, notified, consulted, revoked), as FHIR
-  AuditEvents; another client's documents never appear.
+  AuditEvents; another client's documents never appear. `GET /fhir/AuditEvent/{id}` reads one of those events; any
+  other id answers 404 (and, when it names an existing event, the attempt is audited).
 
 Every search is paged by `_count` (default 50, at most 200) and `_offset`, and costs a constant number of queries.
 The routes sit on the FHIR blueprint (web/fhir.py imports this module), so authentication, errors as
@@ -22,8 +23,10 @@ import re
 from urllib.parse import urlencode
 
 from flask import request
+from werkzeug.exceptions import NotFound
 
 from models import AuditEvent, Document, Patient, Physician, Role, Specialty, gln_is_valid
+from security import audit
 
 from .fhir import base_url, bp, client_name, fhir_response
 from .fhir_resources import (
@@ -357,6 +360,32 @@ def audit_events():
     return fhir_response(page_bundle("AuditEvent", [audit_event_resource(e) for e in rows], count, offset))
 
 
+@bp.get("/AuditEvent/<event_id>")
+def audit_event(event_id: str):
+    """One event, under the search's rule: it must be about a document this client sent."""
+    found = AuditEvent.of_client_documents(client_name(), EVENTS, event_hash=event_id, limit=1)
+    if not found:
+        foreign_event_probe(event_id)
+        raise NotFound("No AuditEvent has this id.")
+    return fhir_response(audit_event_resource(found[0]))
+
+
+def foreign_event_probe(event_id: str) -> None:
+    """An id naming an event the client may not see (another client's document, a login…) gets 404 like an id
+    naming none, and the attempt is on the trail, as for another client's document."""
+    event = AuditEvent.get_or_none(AuditEvent.hash == event_id)
+    if event is not None:
+        audit.record(
+            "fhir.foreign_audit_event",
+            actor_role=Role.DPI,
+            ip=request.remote_addr,
+            outcome="denied",
+            object_type="audit_event",
+            object_id=event.id,
+            details={"client": client_name()},
+        )
+
+
 # -- the CapabilityStatement ------------------------------------------------------------------------------------
 def declare(resources: list[dict]) -> None:
     """Add the directory's and the trace's resources and search parameters to the CapabilityStatement's."""
@@ -398,8 +427,8 @@ def declare(resources: list[dict]) -> None:
             "documentation": "What happened to this client's documents: type DICOM (110107 Import, 110106 Export, "
             f"110110 Patient Record), subtype in the CodeSystem {AUDIT_SUBTYPE_SYSTEM} ("
             + ", ".join(code for _, code, _, _ in EVENTS.values())
-            + "); a physician appears by GLN.",
-            "interaction": [{"code": "search-type"}],
+            + "); a physician appears by GLN. Read by id: the same events only (404 for any other).",
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
             "searchParam": [
                 {"name": "entity", "type": "reference", "documentation": "DocumentReference/{id}"},
                 {"name": "patient", "type": "reference", "documentation": "Patient/{id}"},
