@@ -28,7 +28,11 @@ from workflows.engine import CONFLICT, FORBIDDEN, WRONG_STATE
 
 from . import csrf
 from .fhir_resources import (
+    CODE_SYSTEMS,
     CONSENT_ACTIVE,
+    DELIVERY_REASON_SYSTEM,
+    DELIVERY_REASONS,
+    DELIVERY_STATE_SYSTEM,
     DOC_STATUSES,
     FHIR_JSON,
     FHIR_VERSION,
@@ -46,6 +50,8 @@ from .fhir_resources import (
     Written,
     by_id,
     by_identifier,
+    code_system_resource,
+    delivery_state_codes,
     full_date,
     human_name,
     identifiers,
@@ -275,6 +281,16 @@ def capability_statement() -> dict:
             ]
         resources.append(resource)
     fhir_directory.declare(resources)  # Practitioner's directory search, PractitionerRole, AuditEvent
+    resources.append(
+        {
+            "type": "CodeSystem",
+            "documentation": "The portal's own code systems, built from the tables the API codes from: "
+            + ", ".join(system.url for system in CODE_SYSTEMS.values())
+            + ".",
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": "url", "type": "uri", "documentation": "the canonical url (a `system`)"}],
+        }
+    )
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -306,8 +322,22 @@ def capability_statement() -> dict:
 def delivery_status_definition():
     part = [
         {"name": "practitioner", "use": "out", "min": 1, "max": "1", "type": "Identifier"},
-        {"name": "state", "use": "out", "min": 1, "max": "1", "type": "code"},
-        {"name": "reason", "use": "out", "min": 0, "max": "1", "type": "code"},
+        {
+            "name": "state",
+            "use": "out",
+            "min": 1,
+            "max": "1",
+            "type": "code",
+            "documentation": f"a code of {DELIVERY_STATE_SYSTEM}",
+        },
+        {
+            "name": "reason",
+            "use": "out",
+            "min": 0,
+            "max": "1",
+            "type": "code",
+            "documentation": f"a code of {DELIVERY_REASON_SYSTEM}",
+        },
     ]
     return fhir_response(
         {
@@ -323,15 +353,41 @@ def delivery_status_definition():
             "type": False,
             "instance": True,
             "affectsState": False,
-            "description": "state: a delivery state (finalized, communicable, consented, available, notified, "
-            "consulted, withheld, revoked) or none; reason: not-final, not-communicable, not-designated, "
-            "not-authorized, no-account, account-inactive, revoked, superseded, notifications-off, bounced.",
+            "description": f"state: {', '.join(delivery_state_codes())}; reason: {', '.join(DELIVERY_REASONS)}.",
             "parameter": [
                 {"name": "practitioner", "use": "in", "min": 0, "max": "1", "type": "string"},
                 {"name": "delivery", "use": "out", "min": 0, "max": "*", "part": part},
             ],
         }
     )
+
+
+# -- the portal's own code systems -------------------------------------------------------------------------------
+@bp.get("/CodeSystem")
+def code_systems():
+    """Every code system of the portal, or the one whose canonical url is `url` (how a `system` is resolved)."""
+    unknown = set(request.args) - {"url", "_format"}
+    if unknown:
+        raise refuse(400, "not-supported", f"Search by {', '.join(sorted(unknown))} is not supported here.")
+    urls = request.args.getlist("url")
+    found = [system for system in CODE_SYSTEMS.values() if not urls or system.url in urls]
+    entries = [
+        {
+            "fullUrl": f"{base_url()}/CodeSystem/{system.id}",
+            "resource": code_system_resource(system),
+            "search": {"mode": "match"},
+        }
+        for system in found
+    ]
+    return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries})
+
+
+@bp.get("/CodeSystem/<system_id>")
+def code_system(system_id: str):
+    system = CODE_SYSTEMS.get(system_id)
+    if system is None:
+        raise NotFound("No CodeSystem has this id.")
+    return fhir_response(code_system_resource(system))
 
 
 # -- writing: one resource at a time, in the transaction of the request ------------------------------------------

@@ -31,8 +31,10 @@ from security import audit
 from .fhir import base_url, bp, client_name, fhir_response
 from .fhir_resources import (
     GLN_SYSTEM,
+    Concept,
     fhir_id,
     instant,
+    local_code_system,
     parse_token,
     practitioner_resource,
     public_id_of,
@@ -41,10 +43,6 @@ from .fhir_resources import (
     split_reference,
 )
 
-# Our own code systems (declared in the CapabilityStatement): the FMH specialist titles (codes of the Specialty
-# table, French display) and what happened to a document (AuditEvent.subtype).
-SPECIALTY_SYSTEM = "https://myhug.hcuge.ch/fhir/CodeSystem/fmh-specialty"
-AUDIT_SUBTYPE_SYSTEM = "https://myhug.hcuge.ch/fhir/CodeSystem/document-event"
 DICOM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/object-role"
@@ -71,6 +69,35 @@ EVENTS = {
     "document.downloaded": (PATIENT_RECORD, "downloaded", "PDF downloaded by the physician", "R"),
     "delivery.revoke": (PATIENT_RECORD, "revoked", "Delivery revoked", "D"),
 }
+
+
+def _specialties() -> list[Concept]:
+    """The Specialty table as the directory shows it: French display (specialty_concept), English beside."""
+    return [
+        Concept(s.code, s.name_fr, designations=(("en", s.name_en),))
+        for s in Specialty.select().order_by(Specialty.code)
+    ]
+
+
+def _document_events() -> list[Concept]:
+    return [Concept(code, display) for _type, code, display, _action in EVENTS.values()]
+
+
+# Our own code systems (served at /fhir/CodeSystem/{id}): the FMH specialist titles and what happened to a document.
+SPECIALTY_SYSTEM = local_code_system(
+    "fmh-specialty",
+    "FmhSpecialty",
+    "FMH specialist titles",
+    "The specialist titles of the FMH a physician holds (PractitionerRole.specialty); display in French.",
+    _specialties,
+)
+AUDIT_SUBTYPE_SYSTEM = local_code_system(
+    "document-event",
+    "DocumentEvent",
+    "What happened to a document",
+    "AuditEvent.subtype: what the portal did with a document the DPI sent, or what its recipient did.",
+    _document_events,
+)
 OUTCOMES = {"success": "0", "denied": "4"}  # anything else: "8" (serious failure)
 AGENT_TYPES = {  # actor role → (system, code, display) of AuditEvent.agent.type
     Role.PHYSICIAN: (ROLE_CLASS_SYSTEM, "PROV", "healthcare provider"),

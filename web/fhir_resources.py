@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.practitioner import Practitioner
 
 from models import Designation, Document, DocumentStatus, Patient, Physician, Stay, StayKind
+from workflows import DeliveryState
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
@@ -32,8 +34,6 @@ LOINC_SYSTEM = "http://loinc.org"
 ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PARTICIPATION_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 PRIMARY_RECIPIENT = "PRCP"
-# The reason codes of refusals (DESIGN §5 codes, and the service layer's), in OperationOutcome.issue.details.
-REASON_SYSTEM = "urn:myhug:fhir:reason"
 
 # Dependency order: a transaction writes its entries in this order, whatever the order of the Bundle.
 RESOURCE_TYPES = ("Patient", "Practitioner", "Encounter", "Consent", "DocumentReference")
@@ -62,6 +62,176 @@ DOC_STATUSES = {
 CONSENT_ACTIVE = {"active": True, "inactive": False, "rejected": False, "entered-in-error": False}
 
 _HTTP_TEXT = {200: "200 OK", 201: "201 Created"}
+
+
+# -- the portal's own code systems -----------------------------------------------------------------------------------
+# Each is served as a CodeSystem at GET /fhir/CodeSystem/{id}. Its canonical url, what the API writes in `system`, is
+# CODE_SYSTEM_BASE + id: stable across environments (a test server answers for the same url), so a DPI may keep a
+# copy. The concepts are read from the very tables the API codes from, at each request: nothing is copied by hand.
+CODE_SYSTEM_BASE = "https://myhug.hcuge.ch/fhir/CodeSystem/"
+PUBLISHER = "Hôpitaux Universitaires de Genève (HUG)"
+
+
+@dataclass(frozen=True)
+class Concept:
+    code: str
+    display: str
+    definition: str | None = None
+    designations: tuple[tuple[str, str], ...] = ()  # (language, text): the display in other languages
+
+
+@dataclass(frozen=True)
+class LocalCodeSystem:
+    id: str
+    name: str
+    title: str
+    description: str
+    concepts: Callable[[], list[Concept]]  # called at each read: some come from tables of the database
+
+    @property
+    def url(self) -> str:
+        return CODE_SYSTEM_BASE + self.id
+
+
+CODE_SYSTEMS: dict[str, LocalCodeSystem] = {}
+
+
+def local_code_system(
+    system_id: str, name: str, title: str, description: str, concepts: Callable[[], list[Concept]]
+) -> str:
+    """Declare a code system of the portal (served by web/fhir.py); returns its url, the `system` to emit."""
+    if system_id in CODE_SYSTEMS:
+        raise ValueError(f"code system {system_id!r} declared twice")
+    CODE_SYSTEMS[system_id] = LocalCodeSystem(system_id, name, title, description, concepts)
+    return CODE_SYSTEMS[system_id].url
+
+
+def code_system_resource(system: LocalCodeSystem) -> dict:
+    concepts = system.concepts()
+    return {
+        "resourceType": "CodeSystem",
+        "id": system.id,
+        "url": system.url,
+        "name": system.name,
+        "title": system.title,
+        "status": "active",
+        "experimental": False,
+        "publisher": PUBLISHER,
+        "description": system.description,
+        "caseSensitive": True,
+        "content": "complete",
+        "count": len(concepts),
+        "concept": [_concept(c) for c in concepts],
+    }
+
+
+def _concept(concept: Concept) -> dict:
+    out: dict[str, Any] = {"code": concept.code, "display": concept.display}
+    if concept.definition:
+        out["definition"] = concept.definition
+    if concept.designations:
+        out["designation"] = [{"language": lang, "value": text} for lang, text in concept.designations]
+    return out
+
+
+def _table(table: dict[str, tuple[str, str]]) -> Callable[[], list[Concept]]:
+    return lambda: [Concept(str(code), display, definition) for code, (display, definition) in table.items()]
+
+
+# Why a document has not (fully) reached a physician: `reason` of $delivery-status (DESIGN §5), in the order the
+# rules are checked. The delivery machine's guards return these codes (workflows/delivery.py).
+DELIVERY_REASONS = {
+    "not-final": ("Not final", "The document is preliminary: it has not been finalized."),
+    "not-communicable": ("Not communicable", "Documents of this type are not sent outside the hospital."),
+    "not-designated": ("Not designated", "The patient did not designate this physician for this stay."),
+    "not-authorized": ("Not authorized", "The patient did not authorize sending documents electronically."),
+    "no-account": ("No account", "The physician has no myHUG account."),
+    "account-inactive": ("Account not active", "The physician's myHUG account is not active (yet, or any more)."),
+    "revoked": ("Recalled", "The hospital recalled the document."),
+    "superseded": ("Superseded", "A newer version of the document replaced it."),
+    "notifications-off": (
+        "Notifications off",
+        "The document is in the physician's space, but they chose to receive no e-mail about new documents.",
+    ),
+    "bounced": (
+        "E-mail bounced",
+        "The document is in the physician's space, but e-mail to the physician bounced: they were not notified.",
+    ),
+}
+DELIVERY_REASON_SYSTEM = local_code_system(
+    "delivery-reason",
+    "DeliveryReason",
+    "Why a document has not reached a physician",
+    "The `reason` of $delivery-status: the first rule not met between a document and a physician.",
+    _table(DELIVERY_REASONS),
+)
+
+# Where a document stands for one physician: `state` of $delivery-status, one per state of the delivery machine.
+DELIVERY_STATES = {
+    DeliveryState.FINALIZED: ("Finalized", "A delivery exists for a final document and a recipient of its stay."),
+    DeliveryState.COMMUNICABLE: ("Communicable", "The document type may leave the hospital."),
+    DeliveryState.CONSENTED: ("Consented", "The patient designated the physician and authorized electronic sending."),
+    DeliveryState.AVAILABLE: ("Available", 'The document is in the physician\'s "Mes documents".'),
+    DeliveryState.NOTIFIED: ("Notified", "The physician was notified as they chose (each document, daily digest)."),
+    DeliveryState.CONSULTED: ("Consulted", "The physician opened the document."),
+    DeliveryState.WITHHELD: ("Withheld", "Documents of this type are not sent outside the hospital."),
+    DeliveryState.REVOKED: ("Revoked", "Recalled, superseded, or the designation or authorization was withdrawn."),
+}
+NO_DELIVERY = "none"
+
+
+def delivery_state_codes() -> list[str]:
+    return [concept.code for concept in _delivery_states()]
+
+
+def _delivery_states() -> list[Concept]:
+    # Every state of the machine but the transient `new`: a state added to the machine and not described here fails
+    # the read (KeyError), and the tests with it.
+    concepts = [Concept(str(state), *DELIVERY_STATES[state]) for state in DeliveryState if state != DeliveryState.NEW]
+    return [*concepts, Concept(NO_DELIVERY, "No delivery", "No delivery exists for this physician and document.")]
+
+
+DELIVERY_STATE_SYSTEM = local_code_system(
+    "delivery-state",
+    "DeliveryState",
+    "Where a document stands for a physician",
+    "The `state` of $delivery-status: the state of the delivery of the document to that physician.",
+    _delivery_states,
+)
+
+# Why the portal refused a write: OperationOutcome.issue.details. The codes of the document service
+# (workflows/documents.py) and of its workflow engine, and those the FHIR layer checks itself.
+REFUSAL_REASONS = {
+    "forbidden": ("Forbidden", "The client's role does not allow this action."),
+    "wrong-state": ("Wrong step", "The action is not possible at the record's current step."),
+    "conflict": ("Conflict", "Someone else changed the record in the meantime: send the request again."),
+    "other-client": ("Another client's document", "The identifier belongs to another DPI client's document."),
+    "missing-identifier": ("Identifier missing", "An identifier (system and value) is required."),
+    "bad-gln": ("Wrong GLN", "The GLN's check digit is wrong."),
+    "bad-stay-kind": ("Unknown kind of stay", "A stay is a hospital stay (IMP) or an ambulatory episode (AMB)."),
+    "stay-patient-mismatch": ("Another patient's stay", "The stay belongs to another patient."),
+    "unknown-type": ("Unknown document type", "The LOINC document type is not in the portal's catalogue."),
+    "bad-status": ("Unknown document status", "A document is either preliminary or final."),
+    "no-pdf": ("PDF missing", "A final document needs its PDF."),
+    "not-pdf": ("Not a PDF", "The attachment is not a PDF file."),
+    "too-large": ("PDF too large", "The PDF is larger than the portal accepts."),
+    "document-mismatch": (
+        "Document mismatch",
+        "The document belongs to another patient or stay, or already replaces another document.",
+    ),
+    "already-replaced": ("Already replaced", "A newer version already replaces the document named in relatesTo."),
+    "final-document-changed": (
+        "Final document changed",
+        "A final document cannot change: send a new version that replaces it.",
+    ),
+}
+REASON_SYSTEM = local_code_system(
+    "refusal-reason",
+    "RefusalReason",
+    "Why the portal refused a request",
+    "The code in OperationOutcome.issue.details when a request breaks a rule of the portal.",
+    _table(REFUSAL_REASONS),
+)
 
 
 # -- errors -----------------------------------------------------------------------------------------------------

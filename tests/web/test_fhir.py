@@ -125,7 +125,8 @@ def test_metadata_needs_no_token_and_declares_what_is_supported(client):
     assert "bearer token" in rest["security"]["description"].lower()
     resources = {r["type"]: r for r in rest["resource"]}
     written = {"Patient", "Encounter", "Practitioner", "Consent", "DocumentReference"}
-    assert set(resources) == written | {"PractitionerRole", "AuditEvent"}  # the last two: test_fhir_directory.py
+    # The others: test_fhir_directory.py (PractitionerRole, AuditEvent), test_fhir_gaps.py (CodeSystem).
+    assert set(resources) == written | {"PractitionerRole", "AuditEvent", "CodeSystem"}
     assert all(resources[t]["conditionalUpdate"] for t in written)
     assert resources["DocumentReference"]["operation"][0]["name"] == "delivery-status"
 

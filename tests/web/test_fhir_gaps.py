@@ -3,13 +3,23 @@ systems served as CodeSystem resources."""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+from urllib.parse import urlencode
 
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.codesystem import CodeSystem as FhirCodeSystem
 
 from models import AuditEvent, Physician, PhysicianSpecialty, Role, Specialty
 from web.fhir import create_client
+from web.fhir_directory import AUDIT_SUBTYPE_SYSTEM, EVENTS, SPECIALTY_SYSTEM
+from web.fhir_resources import CODE_SYSTEM_BASE, CODE_SYSTEMS, REASON_SYSTEM
+from workflows import DeliveryState
+from workflows.engine import Reason
 
 from . import test_fhir, test_fhir_directory
 from .test_fhir import FHIR_JSON, GLN, entry_of, example, post_example
@@ -140,3 +150,233 @@ def test_reading_by_id_follows_the_rule_of_the_search_for_every_event(api, consu
         for event in list(AuditEvent.select()):
             status = api("GET", f"/fhir/AuditEvent/{event.hash}", **kw).status_code
             assert status == (200 if event.hash in listed else 404), event.action
+
+
+# -- CodeSystem ---------------------------------------------------------------------------------------------------
+DESIGN_REASONS = {  # DESIGN §5, $delivery-status
+    "not-final",
+    "not-communicable",
+    "not-designated",
+    "not-authorized",
+    "no-account",
+    "account-inactive",
+    "revoked",
+    "superseded",
+    "notifications-off",
+    "bounced",
+}
+# Code systems of others the API writes: HL7 terminology, LOINC, DICOM. Anything else must be served here.
+EXTERNAL = (
+    "http://terminology.hl7.org/CodeSystem/",
+    "http://loinc.org",
+    "http://dicom.nema.org/resources/ontology/DCM",
+)
+
+
+def served(api, system_id: str) -> dict:
+    body = answer(api("GET", f"/fhir/CodeSystem/{system_id}"))
+    FhirCodeSystem.model_validate(body)
+    return body
+
+
+def codes_of(code_system: dict) -> set[str]:
+    return {concept["code"] for concept in code_system["concept"]}
+
+
+def test_the_code_systems_are_listed_read_by_id_and_found_by_url(api, client):
+    listed = answer(api("GET", "/fhir/CodeSystem"))
+    Bundle.model_validate(listed)
+    ids = [entry["resource"]["id"] for entry in listed["entry"]]
+    assert (
+        sorted(ids)
+        == sorted(CODE_SYSTEMS)
+        == [
+            "delivery-reason",
+            "delivery-state",
+            "document-event",
+            "fmh-specialty",
+            "refusal-reason",
+        ]
+    )
+    for entry in listed["entry"]:
+        resource = entry["resource"]
+        assert entry["fullUrl"].endswith(f"/fhir/CodeSystem/{resource['id']}")
+        assert served(api, resource["id"]) == resource
+        assert resource["url"] == CODE_SYSTEM_BASE + resource["id"]
+        assert resource["content"] == "complete" and resource["count"] == len(resource["concept"]) > 0
+        by_url = answer(api("GET", "/fhir/CodeSystem?" + urlencode({"url": resource["url"]})))
+        assert [e["resource"]["id"] for e in by_url["entry"]] == [resource["id"]]
+    assert answer(api("GET", "/fhir/CodeSystem?url=http://loinc.org"))["total"] == 0
+    test_fhir.outcome(api("GET", "/fhir/CodeSystem/loinc"), 404)
+    test_fhir.outcome(api("GET", "/fhir/CodeSystem?name=DeliveryReason"), 400)
+    test_fhir.outcome(api("GET", "/fhir/CodeSystem", token=None), 401)
+
+    metadata = client.get("/fhir/metadata").get_json()
+    CapabilityStatement.model_validate(metadata)
+    resources = {r["type"]: r for r in metadata["rest"][0]["resource"]}
+    assert {i["code"] for i in resources["CodeSystem"]["interaction"]} == {"read", "search-type"}
+    assert [p["name"] for p in resources["CodeSystem"]["searchParam"]] == ["url"]
+    assert {i["code"] for i in resources["AuditEvent"]["interaction"]} == {"read", "search-type"}
+    definition = answer(api("GET", "/fhir/OperationDefinition/DocumentReference-delivery-status"))
+    documented = str(definition["parameter"])
+    assert CODE_SYSTEM_BASE + "delivery-state" in documented and CODE_SYSTEM_BASE + "delivery-reason" in documented
+
+
+def test_the_concepts_are_the_tables_the_api_codes_from(api):
+    specialties = served(api, "fmh-specialty")
+    assert {(c["code"], c["display"]) for c in specialties["concept"]} == {
+        (s.code, s.name_fr) for s in Specialty.select()
+    }
+    assert codes_of(served(api, "document-event")) == {code for _t, code, _d, _a in EVENTS.values()}
+    states = {str(s) for s in DeliveryState if s != DeliveryState.NEW} | {"none"}
+    assert codes_of(served(api, "delivery-state")) == states
+    assert codes_of(served(api, "delivery-reason")) == DESIGN_REASONS == reasons_explain_can_give()
+    assert codes_of(served(api, "refusal-reason")) == refusals_the_fhir_api_can_give()
+
+
+# What the API can emit, read from the code that emits it: a code added there and not to the CodeSystem (or a code
+# left in the CodeSystem that nothing emits any more) fails the test above.
+def _codes(node: ast.expr, namespace: dict) -> set[str]:
+    """The codes an argument names: a string, or a module name bound to a string or a Reason."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, ast.Name):
+        value = namespace.get(node.id)
+        if isinstance(value, str):
+            return {value}
+        if isinstance(value, Reason):
+            return {value.code}
+    return set()
+
+
+def _argument(call: ast.Call, position: int, keyword: str) -> ast.expr | None:
+    if len(call.args) > position:
+        return call.args[position]
+    return next((k.value for k in call.keywords if k.arg == keyword), None)
+
+
+def _called(call: ast.Call) -> str:
+    return call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
+
+
+def _tree(module) -> ast.Module:
+    return ast.parse(inspect.getsource(module))
+
+
+def _reachable(module, roots: set[str]) -> list[ast.AST]:
+    """The module's functions that `roots` reach, by calling or naming them."""
+    functions = {n.name: n for n in _tree(module).body if isinstance(n, ast.FunctionDef)}
+    seen: set[str] = set()
+    todo = [name for name in roots if name in functions]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name) and n.id in functions]
+    return [functions[name] for name in seen]
+
+
+def refusals_the_fhir_api_can_give() -> set[str]:
+    from web import fhir, fhir_directory, fhir_resources
+    from workflows import documents, engine
+
+    found: set[str] = set()
+    # The service functions the FHIR API calls, and what they call; the engine, which they all fire through.
+    called = {
+        n.attr
+        for n in ast.walk(_tree(fhir))
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "service"
+    }
+    for module, nodes in ((documents, _reachable(documents, called)), (engine, [_tree(engine)])):
+        for node in nodes:
+            for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+                if _called(call) in ("_refuse", "Reason", "TransitionRefused") and call.args:
+                    found |= _codes(call.args[0], vars(module))
+    # The refusals the FHIR layer words itself: refuse(status, code, text, expression, reason), unprocessable(
+    # expression, text, reason), and the service's Reasons it raises.
+    for module in (fhir, fhir_directory, fhir_resources):
+        for call in (n for n in ast.walk(_tree(module)) if isinstance(n, ast.Call)):
+            argument = {"refuse": (4, "reason"), "unprocessable": (2, "reason"), "TransitionRefused": (0, "reason")}
+            if _called(call) in argument:
+                node = _argument(call, *argument[_called(call)])
+                if node is not None:
+                    found |= _codes(node, vars(module))
+    return found
+
+
+def reasons_explain_can_give() -> set[str]:
+    """The codes of the guards `explain` (behind $delivery-status) runs: the document's own facts and those
+    revocation_due checks, then the guards of the step each state waits for (NEXT_STEP)."""
+    from workflows import delivery
+    from workflows.documents import NEXT_STEP
+
+    guards = {delivery.document_is_final, delivery.document_is_current, delivery.type_is_communicable}
+    guards.add(delivery.sending_authorized)  # revocation_due
+    for state, trigger in NEXT_STEP.items():
+        guards |= set(delivery.DELIVERY.spec(trigger, str(state)).guards)
+    found: set[str] = set()
+    for guard in guards:
+        for call in (n for n in ast.walk(ast.parse(inspect.getsource(guard))) if isinstance(n, ast.Call)):
+            if _called(call) != "Reason":
+                continue
+            codes = _codes(call.args[0], vars(delivery))
+            if not codes:  # a computed code: only the revocation's own reason is (revoked_reason or "revoked")
+                names = {n.attr for n in ast.walk(call.args[0]) if isinstance(n, ast.Attribute)}
+                assert names == {"row", "revoked_reason"}, f"cannot tell the codes of {guard.__name__}"
+                codes = set(delivery.REVOCATION_REASONS)
+                codes |= {n.value for n in ast.walk(call.args[0]) if isinstance(n, ast.Constant)}
+            found |= codes
+    return found
+
+
+def codings(value) -> list[tuple[str, str]]:
+    """Every (system, code) in a FHIR answer: Codings, not Identifiers (which have a value, not a code)."""
+    found = []
+    if isinstance(value, dict):
+        if isinstance(value.get("system"), str) and "code" in value:
+            found.append((value["system"], value["code"]))
+        for item in value.values():
+            found += codings(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += codings(item)
+    return found
+
+
+def test_every_system_the_api_writes_is_served_with_the_codes_it_writes(api, consulted):
+    """Answers of every kind, then each local `system` in them resolved (by id and by url), each code found in it;
+    and every code of $delivery-status (state, reason) in the served CodeSystems."""
+    document_id = consulted["document_id"]
+    transaction = post_example(api)  # again: the same answer, now naming every resource
+    paths = [entry["response"]["location"].rsplit("/_history", 1)[0] for entry in transaction["entry"]]
+    paths += ["Practitioner", "PractitionerRole", "AuditEvent", "metadata"]
+    answers = [answer(api("GET", f"/fhir/{path}")) for path in paths]
+    refused = api(
+        "POST",
+        "/fhir/Practitioner",
+        {**example("practitioner.json"), "identifier": [{"system": GLN_SYSTEM, "value": "7601000543210"}]},
+    )
+    answers.append(answer(refused, 422))
+    statuses = [answer(api("GET", f"/fhir/DocumentReference/{document_id}/$delivery-status"))]
+    statuses.append(
+        answer(api("GET", f"/fhir/DocumentReference/{document_id}/$delivery-status?practitioner=7601000888884"))
+    )
+    answers += statuses
+
+    seen = codings(answers)
+    local = {system for system, _code in seen if not system.startswith(EXTERNAL)}
+    assert local == {SPECIALTY_SYSTEM, AUDIT_SUBTYPE_SYSTEM, REASON_SYSTEM}
+    for system in local:
+        by_url = answer(api("GET", "/fhir/CodeSystem?" + urlencode({"url": system})))
+        [code_system] = [entry["resource"] for entry in by_url["entry"]]
+        assert served(api, system.removeprefix(CODE_SYSTEM_BASE)) == code_system
+        assert {code for s, code in seen if s == system} <= codes_of(code_system)
+    assert ("refusal-reason" in REASON_SYSTEM) and (REASON_SYSTEM, "bad-gln") in seen
+
+    parts = [part for status in statuses for delivery in status["parameter"] for part in delivery["part"]]
+    states = {p["valueCode"] for p in parts if p["name"] == "state"}
+    reasons = {p["valueCode"] for p in parts if p["name"] == "reason"}
+    assert states == {"consulted", "none"} and reasons == {"not-designated"}
+    assert states <= codes_of(served(api, "delivery-state"))
+    assert reasons <= codes_of(served(api, "delivery-reason"))
