@@ -67,7 +67,7 @@ class QueryCounter:
         database.execute_sql = counting
 
 
-def open_app(url: str, workdir: Path):
+def open_app(url: str, workdir: Path, **overrides):
     import models
     from models import schema
     from security import encryption
@@ -89,6 +89,7 @@ def open_app(url: str, workdir: Path):
             "INSTANCE_PATH": str(workdir / "instance"),
             "BLOB_DIR": str(workdir / "blobs"),
             "FHIR_RATE_LIMIT": "1000000 per minute",
+            **overrides,
         }
     )
     return app, database

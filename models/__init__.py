@@ -2,7 +2,7 @@
 
 from .accounts import ACCOUNT_ROLES, Account, CodeChallenge, Role, Session, SupportMessage, TotpCredential
 from .audit import AuditEvent, AuditHead, TransitionLog
-from .db import BaseModel, db, init_database, is_postgres, open_database, public_id, utcnow
+from .db import BaseModel, db, init_database, insert_rows, is_postgres, open_database, public_id, utcnow
 from .documents import Delivery, Document, DocumentStatus, DocumentType, ManualAuthorization
 from .dpi import DpiClient
 from .enrollment import Appointment, AppointmentSlot, Desk, EnrollmentApplication, IdDocumentType
@@ -62,6 +62,7 @@ __all__ = [
     "gln_is_valid",
     "gln_with_check_digit",
     "init_database",
+    "insert_rows",
     "is_postgres",
     "open_database",
     "public_id",

@@ -10,7 +10,7 @@ from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from models import AuditEvent, AuditHead, db, is_postgres, utcnow
+from models import AuditEvent, AuditHead, db, insert_rows, is_postgres, utcnow
 
 GENESIS = "0" * 64
 # Any constant works; it only has to be the same in every process that appends (pg_advisory_xact_lock key).
@@ -118,16 +118,12 @@ def _append(events: list[AuditEvent]) -> None:
 
 
 def _insert_in_order(events: list[AuditEvent]) -> None:
-    """One multi-row INSERT; ids follow the list order (verify walks the chain by id)."""
-    rows = [{name: event.__data__.get(name) for name in _COLUMNS} for event in events]
-    query = AuditEvent.insert_many(rows)
-    if is_postgres():
-        ids = [row[0] for row in query.returning(AuditEvent.id).tuples().execute()]
-    else:  # SQLite numbers the rows of one statement consecutively; it answers the last one's rowid
-        last = query.execute()
-        ids = range(last - len(events) + 1, last + 1)
-    for event, event_id in zip(events, ids, strict=True):
-        event.id = event_id
+    """Multi-row INSERTs of at most 1,000 events; ids follow the list order (verify walks the chain by id)."""
+    for start in range(0, len(events), 1_000):
+        chunk = events[start : start + 1_000]
+        rows = [[event.__data__.get(name) for name in _COLUMNS] for event in chunk]
+        for event, event_id in zip(chunk, insert_rows(AuditEvent, _COLUMNS, rows, returning_ids=True), strict=True):
+            event.id = event_id
 
 
 @dataclass

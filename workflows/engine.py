@@ -13,10 +13,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from peewee import Tuple
 from transitions import Machine, MachineError
 
-from models import OutboxMessage, Role, TransitionLog, db, utcnow
+from models import OutboxMessage, Role, TransitionLog, db, insert_rows, utcnow
 from security import audit
 
 
@@ -295,7 +294,9 @@ def fire_many(workflow: Workflow, rows: Iterable, trigger: str, actor: Actor, **
 
 
 def _update_many(workflow: Workflow, steps: list[_Step], now: dt.datetime) -> None:
-    """One compare-and-set UPDATE per distinct (source, dest, column values) among the steps."""
+    """One compare-and-set UPDATE per distinct (state, version read; state reached; column values) among the
+    steps: `id IN (…) AND state = ? AND version = ?` keeps to the primary key (a row-value `(id, version) IN` made
+    SQLite scan the table)."""
     model = workflow.model
     groups: dict[tuple, list[_Step]] = {}
     for step in steps:
@@ -303,14 +304,13 @@ def _update_many(workflow: Workflow, steps: list[_Step], now: dt.datetime) -> No
         changes = tuple(
             sorted((f.name, row.__data__.get(f.name)) for f in row.dirty_fields if f.name not in ("state", "version"))
         )
-        groups.setdefault((step.source, step.flow.state, changes), []).append(step)
-    for (source, dest, changes), group in groups.items():
+        groups.setdefault((step.source, row.version, step.flow.state, changes), []).append(step)
+    for (source, version, dest, changes), group in groups.items():
         columns = {model._meta.fields[name]: value for name, value in changes}
-        columns.update({model.state: dest, model.version: model.version + 1, model.state_changed_at: now})
-        read = [(step.flow.row.id, step.flow.row.version) for step in group]
-        updated = (
-            model.update(columns).where(Tuple(model.id, model.version).in_(read) & (model.state == source)).execute()
-        )
+        columns.update({model.state: dest, model.version: version + 1, model.state_changed_at: now})
+        read = [step.flow.row.id for step in group]
+        where = model.id.in_(read) & (model.state == source) & (model.version == version)
+        updated = model.update(columns).where(where).execute()
         if updated != len(group):
             raise TransitionRefused(CHANGED_MEANWHILE)
 
@@ -399,22 +399,24 @@ def _persist(workflow: Workflow, row, source: str, steps: list[_Step], now: dt.d
 
 def _log_and_audit(workflow: Workflow, steps: list[_Step], now: dt.datetime) -> None:
     """One INSERT for the steps' log rows, one audit append for their events, then their outbox messages."""
-    TransitionLog.insert_many(
+    insert_rows(
+        TransitionLog,
+        ("workflow", "object_id", "trigger", "source", "dest", "actor_id", "actor_role", "at", "note"),
         [
-            {
-                "workflow": workflow.name,
-                "object_id": step.flow.row.id,
-                "trigger": step.trigger,
-                "source": step.source,
-                "dest": step.flow.state,
-                "actor_id": step.flow.actor.account_id,
-                "actor_role": str(step.flow.actor.role),
-                "at": now,
-                "note": step.flow.note,
-            }
+            (
+                workflow.name,
+                step.flow.row.id,
+                step.trigger,
+                step.source,
+                step.flow.state,
+                step.flow.actor.account_id,
+                str(step.flow.actor.role),
+                now,
+                step.flow.note,
+            )
             for step in steps
-        ]
-    ).execute()
+        ],
+    )
     with audit.batch():
         for step in steps:
             actor = step.flow.actor
