@@ -125,7 +125,12 @@ class Config:
             "LANGUAGES": ["fr", "en"],
             "BABEL_DEFAULT_LOCALE": "fr",
             "BABEL_DEFAULT_TIMEZONE": "Europe/Zurich",
+            # The scheduler (jobs/runner.py): how often a standby asks for the leader lock; whether the development
+            # server runs the jobs in a thread of its own process (`make run`).
+            "JOBS_STANDBY_POLL_SECONDS": float(get("JOBS_STANDBY_POLL_SECONDS", "5")),
             "JOBS_IN_PROCESS": _flag(get("JOBS_IN_PROCESS")),
+            # Housekeeping keeps sent and cancelled messages this long (dead ones wait for an administrator).
+            "OUTBOX_RETENTION_DAYS": int(get("OUTBOX_RETENTION_DAYS", "90")),
         }
 
     @classmethod

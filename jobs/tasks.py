@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gateways import mail
 from gateways.sms import backend_from_config
+from jobs import housekeeping
 from models import Account, EnrollmentApplication, db, utcnow
 from workflows import ENROLLMENT, SYSTEM, TransitionRefused, engine, notices, notifications
 from workflows.enrollment import OPEN
@@ -101,6 +102,7 @@ SCHEDULE: list[Job] = [
     Job("remind_appointments", dt.timedelta(minutes=15), _remind_appointments),
     Job("notify_new_documents", dt.timedelta(seconds=30), _notify_new_documents),
     Job("send_digests", dt.timedelta(minutes=5), _send_digests),
+    Job("housekeeping", dt.timedelta(hours=1), housekeeping.run),
     Job("dispatch_outbox", dt.timedelta(seconds=10), _dispatch),
 ]
 

@@ -182,6 +182,13 @@ class Session(BaseModel):
             .count()
         )
 
+    @classmethod
+    def delete_ended_before(cls, cutoff: dt.datetime, *, idle: dt.timedelta, absolute: dt.timedelta) -> int:
+        """Delete the sessions that ended before `cutoff` — revoked, idle too long or too old (security/sessions.py
+        refuses them all the same) — and return how many."""
+        ended = (cls.revoked_at < cutoff) | (cls.last_seen_at < cutoff - idle) | (cls.created_at < cutoff - absolute)
+        return cls.delete().where(ended).execute()
+
 
 class CodeChallenge(BaseModel):
     """One one-time code: hashed, single use (consumed by compare-and-set), tied to the attempt that asked."""
@@ -207,6 +214,12 @@ class CodeChallenge(BaseModel):
             .order_by(cls.id.desc())
             .first()
         )
+
+    @classmethod
+    def delete_expired_before(cls, cutoff: dt.datetime) -> int:
+        """Delete the challenges (used or not) that expired before `cutoff`; how many. The per-hour sending limits
+        count challenges of the last hour only, so a cutoff a day back changes no limit."""
+        return cls.delete().where(cls.expires_at < cutoff).execute()
 
 
 class TotpCredential(BaseModel):

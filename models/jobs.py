@@ -22,3 +22,8 @@ class JobRun(BaseModel):
     @classmethod
     def latest(cls, job: str):
         return cls.select().where(cls.job == job).order_by(cls.started_at.desc(), cls.id.desc()).first()
+
+    @classmethod
+    def delete_started_before(cls, cutoff) -> int:
+        """Delete the history of runs started before `cutoff`; how many."""
+        return cls.delete().where(cls.started_at < cutoff).execute()

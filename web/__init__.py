@@ -13,6 +13,7 @@ from flask_wtf.csrf import CSRFProtect
 import models
 from config import load_config
 from gateways.mail import mail
+from jobs.runner import start_in_process
 from security import encryption, sessions
 from workflows import account as account_workflow
 from workflows import documents, notifications
@@ -85,6 +86,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config["MYHUG_ENV"] in DEVELOPMENT_ENVIRONMENTS:
         app.register_blueprint(dev.bp)
     cli.init_app(app)
+    # `make run`: the jobs beside the development server, under the same leader lock as `flask jobs run`; a test
+    # gets them only by asking in its configuration.
+    if app.config["JOBS_IN_PROCESS"] and (not app.config["TESTING"] or test_config.get("JOBS_IN_PROCESS")):
+        start_in_process(app)
     return app
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 
-from models import ACCOUNT_ROLES, Account, Session, utcnow
+from models import ACCOUNT_ROLES, Account, Physician, Session, utcnow
 from security import sessions
 from security.permissions import can_manage_accounts
 from workflows import ACCOUNT, AccountState, available_actions, fire
@@ -21,6 +21,7 @@ from workflows import ACCOUNT, AccountState, available_actions, fire
 from .admin import administrator, bp, query_choice
 from .auth import permission_required
 from .templating import role_label
+from .trail import record_account_event
 
 PAGE_SIZE = 50
 
@@ -161,6 +162,20 @@ def account_action(public_id: str, trigger: str):
     fire(ACCOUNT, account, trigger, administrator())
     flash(_done(trigger, account), "success")
     return redirect(here, 303)
+
+
+@bp.post("/comptes/<public_id>/adresse-confirmee")
+@permission_required(can_manage_accounts)
+def email_confirmed(public_id: str):
+    """The holder's mail server refused notifications (a hard bounce); an administrator, having checked the
+    address with the physician, lets notifications go out again."""
+    account = _account_or_404(public_id)
+    if account.physician is None:
+        abort(404)
+    if Physician.clear_bounce(account.physician_id):
+        record_account_event("physician.email_confirmed", g.account, about=("physician", account.physician_id))
+        flash(_("Notifications will be sent to %(email)s again.", email=account.physician.email), "success")
+    return redirect(url_for(".account", public_id=account.public_id), 303)
 
 
 def _done(trigger: str, account: Account) -> str:

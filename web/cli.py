@@ -1,7 +1,8 @@
-"""`flask --app web …` commands: init-db, demo, create-user, audit verify, jobs run-once, dpi (FHIR clients, import)."""
+"""`flask --app web …` commands: init-db, demo, create-user, audit verify, jobs run/run-once, dpi (clients, import)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -9,6 +10,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from jobs.runner import Runner
 from jobs.tasks import run_once
 from models import ACCOUNT_ROLES, Account, DpiClient, Physician, db, schema
 from security import audit
@@ -119,6 +121,22 @@ def jobs_run_once() -> None:
         results = run_once(current_app)
     for name, count in results.items():
         click.echo(f"{name}: {count}")
+
+
+@jobs_group.command("run")
+@click.option("--node", default=None, help="This process's name in the job history (default: host:pid).")
+@click.option(
+    "--standby-poll",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds between a standby's attempts to become leader (default: MYHUG_JOBS_STANDBY_POLL_SECONDS, 5).",
+)
+@with_appcontext
+def jobs_run(node: str | None, standby_poll: float | None) -> None:
+    """Run the scheduler until SIGTERM: one leader across processes and nodes fires the jobs, the others wait."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    poll = current_app.config["JOBS_STANDBY_POLL_SECONDS"] if standby_poll is None else standby_poll
+    Runner(current_app._get_current_object(), node=node, standby_poll=poll).run_forever()
 
 
 dpi_group = AppGroup("dpi", help="The DPI's access to the FHIR API: clients and their tokens; importing Bundles.")

@@ -424,3 +424,38 @@ def test_a_hin_only_physician_logs_in_with_hin_and_has_no_password_to_reissue(cl
     before = written()
     response = post_action(client, doctor, "reissue_password")
     assert response.status_code == 422 and written() == before
+
+
+# -- a physician's e-mail refused by the mail server (hard bounce) ----------------------------------------------------
+def test_a_bounced_address_is_shown_and_an_administrator_resumes_notifications(
+    client, login_as, make_account, make_physician
+):
+    from models import Physician, utcnow
+
+    login_as()
+    physician = make_physician()
+    holder = make_account(Role.PHYSICIAN, physician=physician)
+    assert "Distribuées normalement" in page(client, detail_path(holder))
+    Physician.record_bounce(physician.id, "SMTP 550", utcnow())
+
+    html = page(client, detail_path(holder))
+    assert "Refusées par le serveur de messagerie" in html and "SMTP 550" in html
+    response = post_action(client, holder, "adresse-confirmee")
+
+    assert response.status_code == 303
+    assert Physician.get_by_id(physician.id).email_bounced_at is None
+    event = AuditEvent.select().where(AuditEvent.action == "physician.email_confirmed").get()
+    assert (event.object_type, event.object_id, event.ip) == ("physician", str(physician.id), ADMIN_IP)
+    assert "Distribuées normalement" in page(client, detail_path(holder))
+
+
+def test_only_administrators_resume_notifications(client, login_as, make_account, make_physician):
+    from models import Physician, utcnow
+
+    physician = make_physician()
+    holder = make_account(Role.PHYSICIAN, physician=physician)
+    Physician.record_bounce(physician.id, "SMTP 550", utcnow())
+    login_as(Role.CLINICIAN)
+    response = client.post(f"{detail_path(holder)}/adresse-confirmee", data={"csrf_token": "x"})
+    assert response.status_code in (400, 403, 404)
+    assert Physician.get_by_id(physician.id).email_bounced_at is not None
