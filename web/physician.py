@@ -24,6 +24,7 @@ from models import (
     LandingPage,
     NotificationMode,
     PatientsFilter,
+    Physician,
     Role,
     Specialty,
     StayKind,
@@ -161,6 +162,7 @@ def documents():
         filter_labels=DOCUMENTS_FILTER_LABELS,
         sort_labels=SORT_LABELS,
         type_name=type_name,
+        physician=physician,
     )
 
 
@@ -372,6 +374,18 @@ def _profile_page(physician, settings: dict, errors: dict, catalogue, status: in
         ),
         status,
     )
+
+
+@bp.post("/profil/adresse-confirmee")
+@permission_required(can_read_own_documents)
+def email_confirmed():
+    """The physician's mail server refused a notification (a hard bounce); they say the address works again (a
+    full mailbox emptied, a filter fixed), and notifications resume. If it bounces again, that is recorded again."""
+    physician = g.account.physician
+    if Physician.clear_bounce(physician.id):
+        record_account_event("physician.email_confirmed", g.account, about=("physician", physician.id))
+        flash(_("Notifications will be sent to %(email)s again.", email=physician.email), "success")
+    return redirect(url_for(".profile"), 303)
 
 
 @bp.route("/profil", methods=["GET", "POST"])

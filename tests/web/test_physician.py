@@ -609,3 +609,30 @@ def test_the_checklist_tells_the_physician_their_own_situation(client, demo_phys
     # The consultation note waits for Jeanne Martin's authorization; nothing names her or the document.
     assert "1 document waiting for the patient's authorization" in unescape(situation)
     assert "Martin" not in situation and "Compte rendu" not in situation and "Note interne" not in situation
+
+
+# -- a hard bounce: shown to the physician, who may resume notifications ----------------------------------------------
+def test_a_bounced_address_is_shown_in_my_documents_and_my_profile_and_can_be_confirmed(client, demo_physician):
+    from models import Physician, utcnow
+
+    physician_id = demo_physician.physician_id
+    assert 'id="email-bounce"' not in client.get("/documents").get_data(as_text=True)
+    Physician.record_bounce(physician_id, "SMTP 552", utcnow())
+
+    documents = client.get("/documents").get_data(as_text=True)
+    assert 'id="email-bounce"' in documents and "SMTP 552" in documents
+    profile = client.get("/profil").get_data(as_text=True)
+    assert "refusées par votre serveur de messagerie" in profile
+    response = client.post("/profil/adresse-confirmee", data={"csrf_token": csrf_token_in(profile)})
+
+    assert response.status_code == 303 and response.headers["Location"].endswith("/profil")
+    assert Physician.get_by_id(physician_id).email_bounced_at is None
+    assert len(_events("physician.email_confirmed")) == 1
+    assert 'id="email-bounce"' not in client.get("/profil").get_data(as_text=True)
+
+
+def test_confirming_without_a_bounce_changes_nothing(client, demo_physician):
+    profile = client.get("/profil").get_data(as_text=True)
+    response = client.post("/profil/adresse-confirmee", data={"csrf_token": csrf_token_in(profile)})
+    assert response.status_code == 303
+    assert _events("physician.email_confirmed") == []
