@@ -117,6 +117,9 @@ class Config:
             # Workflow timings.
             "ENROLLMENT_EXPIRY_DAYS": int(get("ENROLLMENT_EXPIRY_DAYS", "60")),
             "TEMPORARY_PASSWORD_HOURS": min(72, int(get("TEMPORARY_PASSWORD_HOURS", "72"))),
+            # A delivery unchanged this long in finalized, communicable, consented or withheld counts as stuck on
+            # the administrators' workflows page.
+            "STUCK_AFTER_HOURS": int(get("STUCK_AFTER_HOURS", "24")),
             "MAX_UPLOAD_BYTES": int(get("MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))),
             "MAX_CONTENT_LENGTH": int(get("MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))) + 64 * 1024,
             # A document's PDF from the DPI (DESIGN §6: files are size-limited); 20 MiB unless configured.

@@ -271,6 +271,33 @@ class Delivery(BaseModel):
     # On their way to the physician but not in "Mes documents" yet (withheld and revoked ones never will be).
     WAITING_STATES = ("finalized", "communicable", "consented")
     INBOX_SORTS = ("received", "patient", "type")
+    # Where a delivery waits for a fact outside the portal (a designation, an authorization, an account, a type made
+    # communicable): one that stays there long is worth an administrator's look.
+    STUCK_STATES = (*WAITING_STATES, "withheld")
+
+    @classmethod
+    def stuck_counts(cls, unchanged_since) -> dict[str, int]:
+        """How many deliveries sit in each of STUCK_STATES unchanged since before `unchanged_since` (one GROUP BY)."""
+        query = (
+            cls.select(cls.state, fn.COUNT(cls.id))
+            .where(cls.state.in_(cls.STUCK_STATES) & (cls.state_changed_at <= unchanged_since))
+            .group_by(cls.state)
+        )
+        return dict(query.tuples())
+
+    @classmethod
+    def stuck(cls, unchanged_since, limit: int):
+        """Those deliveries, the longest waiting first, with document, type and recipient joined, in one query."""
+        return (
+            cls.select(cls, Document, DocumentType, Physician)
+            .join(Document)
+            .join(DocumentType, on=(Document.type == DocumentType.id))
+            .switch(cls)
+            .join(Physician, on=(cls.physician == Physician.id))
+            .where(cls.state.in_(cls.STUCK_STATES) & (cls.state_changed_at <= unchanged_since))
+            .order_by(cls.state_changed_at, cls.id)
+            .limit(limit)
+        )
 
     @classmethod
     def inbox(

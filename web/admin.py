@@ -1,19 +1,22 @@
-"""The administrators' area: for now the workflows, drawn with live counts per state (DESIGN §3)."""
+"""The administrators' area: the workflows, drawn with live counts per state (DESIGN §3), and what waits longer
+than it should (the outbox's queue and dead letters, deliveries stuck on their way)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, abort, g, render_template, request
+from flask import Blueprint, Response, abort, current_app, g, render_template, request
 from flask_babel import gettext as _
 from markupsafe import Markup
 
-from models import Role
+from models import Delivery, OutboxMessage, OutboxStatus, Role, utcnow
 from security.permissions import can_view_workflows
 from workflows import WORKFLOWS, diagram
 from workflows.engine import Actor, Workflow
 
 from .auth import permission_required
+from .clinic import state_label as delivery_state_label
 from .templating import role_label
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -70,10 +73,48 @@ def picture(workflow: Workflow) -> WorkflowPicture:
     return WorkflowPicture(workflow.name, svg, states, sum(n for _state, n in states), transitions)
 
 
+STUCK_LISTED = 50  # stuck deliveries listed by name; the counts cover them all
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits longer than it should: messages queued or being sent, messages that could not be delivered, and
+    deliveries unchanged for `stuck_after_hours` in a state where they wait for a fact outside the portal."""
+
+    queued: int
+    dead: int
+    stuck_after_hours: int
+    stuck_counts: list[tuple[str, int]]
+    stuck: list[Delivery]
+
+    @property
+    def stuck_total(self) -> int:
+        return sum(count for _state, count in self.stuck_counts)
+
+
+def backlog(now: dt.datetime) -> Backlog:
+    hours = current_app.config["STUCK_AFTER_HOURS"]
+    unchanged_since = now - dt.timedelta(hours=hours)
+    statuses = OutboxMessage.counts_by_status()
+    stuck = Delivery.stuck_counts(unchanged_since)
+    return Backlog(
+        queued=statuses.get(OutboxStatus.PENDING, 0) + statuses.get(OutboxStatus.SENDING, 0),
+        dead=statuses.get(OutboxStatus.DEAD, 0),
+        stuck_after_hours=hours,
+        stuck_counts=[(state, stuck.get(state, 0)) for state in Delivery.STUCK_STATES],
+        stuck=list(Delivery.stuck(unchanged_since, STUCK_LISTED)),
+    )
+
+
 @bp.get("/workflows")
 @permission_required(can_view_workflows)
 def workflows():
-    return render_template("admin/workflows.html", pictures=[picture(w) for w in WORKFLOWS.values()])
+    return render_template(
+        "admin/workflows.html",
+        pictures=[picture(w) for w in WORKFLOWS.values()],
+        backlog=backlog(utcnow()),
+        delivery_state_label=delivery_state_label,
+    )
 
 
 @bp.get("/workflows/<name>.mmd")

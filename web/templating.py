@@ -52,6 +52,7 @@ NAVIGATION = [
     (permissions.can_review_applications, "admin.applications", lazy_gettext("Applications")),
     (permissions.can_manage_accounts, "admin.accounts", lazy_gettext("Accounts")),
     (permissions.is_administrator, "admin.document_types", lazy_gettext("Document types")),
+    (permissions.is_administrator, "admin.messages", lazy_gettext("Messages")),
     (permissions.can_view_workflows, "admin.workflows", lazy_gettext("Workflows")),
     (permissions.can_read_audit, "admin.audit", lazy_gettext("Audit trail")),
 ]
