@@ -17,6 +17,7 @@ from gateways.sms import backend_from_config
 from jobs import housekeeping
 from models import Account, EnrollmentApplication, db, utcnow
 from workflows import ENROLLMENT, SYSTEM, TransitionRefused, engine, notices, notifications
+from workflows.documents import sweep_orphan_blobs
 from workflows.enrollment import OPEN
 from workflows.outbox import dispatch_due
 
@@ -103,6 +104,11 @@ SCHEDULE: list[Job] = [
     Job("notify_new_documents", dt.timedelta(seconds=30), _notify_new_documents),
     Job("send_digests", dt.timedelta(minutes=5), _send_digests),
     Job("housekeeping", dt.timedelta(hours=1), housekeeping.run),
+    Job(
+        "sweep_blobs",
+        dt.timedelta(hours=6),
+        lambda app, now: sweep_orphan_blobs(blob_dir=app.config["BLOB_DIR"], now=now),
+    ),
     Job("dispatch_outbox", dt.timedelta(seconds=10), _dispatch),
 ]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -30,6 +32,15 @@ def decrypt(key: bytes, blob: bytes, context: str) -> bytes:
         return AESGCM(key).decrypt(nonce, body, context.encode())
     except Exception as exc:  # cryptography raises InvalidTag
         raise DecryptionError("cannot decrypt: wrong key or altered data") from exc
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A file of the blob store, as its listing finds it."""
+
+    blob_id: str
+    modified: float  # when it was last written (POSIX time)
+    complete: bool = True  # False: a write that never finished (its `.tmp`, left by a crash before the rename)
 
 
 class BlobStore:
@@ -62,6 +73,39 @@ class BlobStore:
 
     def get(self, blob_id: str, context: str) -> bytes:
         return decrypt(self.key, self._path(blob_id).read_bytes(), f"{context}:{blob_id}")
+
+    def listing(self) -> Iterator[StoredBlob]:
+        """Every file of the store, one shard folder after the other, in the order the folders give them: nothing
+        is collected, the store may hold millions of files. Files the store did not write are not listed."""
+        if not self.root.is_dir():
+            return
+        with os.scandir(self.root) as shards:
+            for shard in shards:
+                if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(shard.path) as entries:
+                    for entry in entries:
+                        stored = _stored(shard.name, entry)
+                        if stored is not None:
+                            yield stored
+
+    def discard(self, stored: StoredBlob) -> None:
+        """Remove a listed file (a blob, or the leftover of a write that never finished)."""
+        path = self._path(stored.blob_id)
+        (path if stored.complete else path.with_suffix(".tmp")).unlink(missing_ok=True)
+
+
+def _stored(shard: str, entry: os.DirEntry) -> StoredBlob | None:
+    name, complete = entry.name, True
+    if name.endswith(".tmp"):
+        name, complete = name.removesuffix(".tmp"), False
+    if not (name.isalnum() and name[:2] == shard and entry.is_file(follow_symlinks=False)):
+        return None
+    try:
+        modified = entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:  # deleted since the folder was read
+        return None
+    return StoredBlob(name, modified, complete)
 
 
 class _Keyring:

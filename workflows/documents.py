@@ -15,7 +15,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from peewee import IntegrityError
 
@@ -26,6 +26,7 @@ from models import (
     Document,
     DocumentStatus,
     DocumentType,
+    EnrollmentApplication,
     ManualAuthorization,
     Patient,
     Physician,
@@ -37,7 +38,7 @@ from models import (
     utcnow,
 )
 from security import audit
-from security.encryption import BlobStore, keyring
+from security.encryption import BlobStore, StoredBlob, keyring
 from security.files import sniff_type
 
 from . import engine
@@ -711,3 +712,58 @@ def _unknown_physician_reason(document: Document) -> str:
         if reason is not None:
             return reason.code
     return "not-designated"
+
+
+# -- orphan blobs ------------------------------------------------------------------------------------------------
+# Every column that holds a blob id: a file named in none of them is an orphan. Orphans come from PDFs stored by a
+# transaction Bundle that rolled back after `receive_document` returned (a later entry failed), preliminary PDFs
+# replaced inside such a Bundle, and uploads whose request died between the write and the commit.
+BLOB_REFERENCES = (Document.blob_id, EnrollmentApplication.id_copy_blob)
+# Far longer than any transaction: the row naming a younger blob may not be committed yet.
+ORPHAN_MIN_AGE = timedelta(hours=1)
+SWEEP_BATCH = 500  # blob ids looked up per query
+
+
+def sweep_orphan_blobs(
+    older_than: timedelta = ORPHAN_MIN_AGE,
+    *,
+    blob_dir: str | None = None,
+    now: datetime | None = None,
+    batch: int = SWEEP_BATCH,
+) -> dict[str, int]:
+    """Delete the blob files no row refers to, once older than `older_than` (so that a blob whose transaction is
+    still under way is never touched), and the leftovers of writes that never finished. The store's listing is
+    streamed and checked against every column of BLOB_REFERENCES `batch` ids at a time. Returns how many of each
+    were deleted. `blob_dir`: the store's folder (default: the configured one)."""
+    store = BlobStore(blob_dir, keyring.require()) if blob_dir else blob_store()
+    cutoff = ((now or utcnow()) - older_than).replace(tzinfo=UTC).timestamp()
+    counts = {"orphan_blobs_deleted": 0, "unfinished_blobs_deleted": 0}
+    candidates: list[StoredBlob] = []
+    for stored in store.listing():
+        if stored.modified >= cutoff:
+            continue
+        if not stored.complete:
+            store.discard(stored)
+            counts["unfinished_blobs_deleted"] += 1
+            continue
+        candidates.append(stored)
+        if len(candidates) >= batch:
+            counts["orphan_blobs_deleted"] += _discard_orphans(store, candidates)
+            candidates = []
+    if candidates:
+        counts["orphan_blobs_deleted"] += _discard_orphans(store, candidates)
+    return counts
+
+
+def _discard_orphans(store: BlobStore, candidates: list[StoredBlob]) -> int:
+    """Delete those of `candidates` no column names. A blob old enough to be a candidate never gains a reference
+    (every write names a blob it has just stored), so what is unreferenced now stays so."""
+    ids = [c.blob_id for c in candidates]
+    referenced: set[str] = set()
+    for column in BLOB_REFERENCES:
+        query = column.model.select(column).where(column.in_(ids))
+        referenced.update(value for (value,) in query.tuples())
+    orphans = [c for c in candidates if c.blob_id not in referenced]
+    for orphan in orphans:
+        store.discard(orphan)
+    return len(orphans)

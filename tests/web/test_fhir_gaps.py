@@ -4,8 +4,11 @@ systems served as CodeSystem resources."""
 from __future__ import annotations
 
 import ast
+import copy
+import datetime as dt
 import inspect
 import json
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -14,7 +17,8 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.codesystem import CodeSystem as FhirCodeSystem
 
-from models import AuditEvent, Physician, PhysicianSpecialty, Role, Specialty
+from jobs import tasks
+from models import AuditEvent, Document, Physician, PhysicianSpecialty, Role, Specialty
 from web.fhir import create_client
 from web.fhir_directory import AUDIT_SUBTYPE_SYSTEM, EVENTS, SPECIALTY_SYSTEM
 from web.fhir_resources import CODE_SYSTEM_BASE, CODE_SYSTEMS, REASON_SYSTEM
@@ -22,7 +26,7 @@ from workflows import DeliveryState
 from workflows.engine import Reason
 
 from . import test_fhir, test_fhir_directory
-from .test_fhir import FHIR_JSON, GLN, entry_of, example, post_example
+from .test_fhir import FHIR_JSON, GLN, document_id_of, entry_of, example, post_example
 
 api, token = test_fhir.api, test_fhir.token  # the fixtures of test_fhir.py: a client "dpi-hug" and its calls
 
@@ -380,3 +384,31 @@ def test_every_system_the_api_writes_is_served_with_the_codes_it_writes(api, con
     assert states == {"consulted", "none"} and reasons == {"not-designated"}
     assert states <= codes_of(served(api, "delivery-state"))
     assert reasons <= codes_of(served(api, "delivery-reason"))
+
+
+# -- the PDF of a Bundle that failed later, swept by the scheduled job -----------------------------------------------
+def test_the_scheduled_sweep_removes_the_pdf_a_failed_bundle_left(api, app):
+    committed = document_id_of(post_example(api))
+    failing = another_document("DOC-2025-0009999")
+    second = copy.deepcopy(entry_of(failing, "DocumentReference"))
+    second["fullUrl"] = "urn:uuid:5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c99"
+    second["resource"]["identifier"][0]["value"] = "DOC-2025-0010000"
+    second["request"]["url"] = f"DocumentReference?identifier={DOCUMENT_SYSTEM}|DOC-2025-0010000"
+    second["resource"]["type"]["coding"][0]["code"] = "99999-9"  # not in the catalogue: refused after the first
+    failing["entry"].append(second)
+    test_fhir.outcome(api("POST", "/fhir", failing), 422, reason="unknown-type")
+    assert Document.select().count() == 1
+
+    folder = Path(app.config["BLOB_DIR"])
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert len(files) == 2  # the committed document's PDF, and the one stored before the Bundle failed
+    [job] = [job for job in tasks.SCHEDULE if job.name == "sweep_blobs"]
+    names = [job.name for job in tasks.SCHEDULE]
+    assert names.index("sweep_blobs") < names.index("dispatch_outbox") and job.every == dt.timedelta(hours=6)
+    newest = max(dt.datetime.fromtimestamp(p.stat().st_mtime, dt.UTC).replace(tzinfo=None) for p in files)
+    assert job.run(app, newest + dt.timedelta(hours=1, seconds=1)) == {
+        "orphan_blobs_deleted": 1,
+        "unfinished_blobs_deleted": 0,
+    }
+    document = Document.get(Document.public_id == committed.replace(".", "_"))
+    assert [p.name for p in folder.rglob("*") if p.is_file()] == [document.blob_id]
