@@ -53,7 +53,7 @@ from .engine import CHANGED_MEANWHILE, N_, WRONG_STATE, Reason, TransitionRefuse
 @dataclass(frozen=True)
 class FollowUp:
     """What a kind of message (its `related_type`) needs done around its sending, registered by the module that
-    queues it (workflows/notify.py for "notification"):
+    queues it (workflows/notices.py for "notification"):
 
     - `still_wanted(message)`: asked right before sending; False → the message is CANCELLED, not sent;
     - `sent(message)`: in the same transaction that records the server's acceptance (deliveries → notified);
@@ -296,6 +296,9 @@ def _deliver(message: OutboxMessage, worker: str, send_email, sms_backend) -> st
             sms_backend.send(message.recipient, message.body)
     except (MailError, SmsError) as exc:
         return _failed(message, worker, after, exc)
+    except Exception as exc:  # a message that breaks the sending code: parked for a person, the run goes on
+        log.exception("outbox %s (%s): unexpected error while sending", message.id, message.template)
+        return "dead" if mark_dead(message, worker, f"unexpected error: {type(exc).__name__}") else "skipped"
     keep_body = message.channel == "sms" and _keeps_bodies(sms_backend)
     return _accepted(message, worker, after, keep_body=keep_body)
 

@@ -129,6 +129,16 @@ def test_a_hard_bounce_is_dead_at_once_with_its_error(database, tmp_path, smtp_s
     assert seen["status inside"] == "dead"  # the hook ran in the transaction that parked the message
 
 
+def test_a_message_that_breaks_the_sending_code_is_parked_and_the_run_goes_on(database, tmp_path, smtp_server):
+    app = make_app(database, tmp_path, smtp_server)
+    broken = email(subject="myHUG\r\nBcc: someone@example.org")  # Flask-Mail refuses a header with a line break
+    fine = email(subject="fine")
+    with app.app_context():
+        assert dispatch_outbox(app.config) == {"dead": 1, "sent": 1}
+    assert (stored(broken).status, stored(broken).last_error) == ("dead", "unexpected error: BadHeaderError")
+    assert stored(fine).status == "sent" and subjects(smtp_server) == {"fine": 1}
+
+
 def test_retries_stop_after_the_last_attempt(database, tmp_path, smtp_server):
     app = make_app(database, tmp_path, smtp_server)
     message = email()
