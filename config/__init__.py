@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -16,6 +17,20 @@ def _flag(value: str | None, default: bool = False) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _networks(text: str, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDR blocks (`10.0.0.0/8,::1`); a typo must stop the start, not open a door."""
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+
+
+def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def decode_data_key(text: str) -> bytes:
@@ -48,6 +63,7 @@ class Config:
     SESSION_COOKIE_SECURE = True
     TESTING = False
     DEBUG = False
+    LOG_FORMAT = "json"  # what a log collector reads; development prints text for people
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, instance_path: str | Path = "instance") -> dict:
@@ -83,6 +99,9 @@ class Config:
             "MAIL_USERNAME": get("MAIL_USERNAME"),
             "MAIL_PASSWORD": get("MAIL_PASSWORD"),
             "MAIL_DEFAULT_SENDER": get("MAIL_SENDER", "myHUG <myhug@hcuge.ch>"),
+            # smtp: to MAIL_SERVER; outbox (development without a mail server): nothing leaves the machine, the
+            # outbox row is the e-mail, read on /dev/mail.
+            "MAIL_BACKEND": get("MAIL_BACKEND", cls.default_mail_backend(get("MAIL_SERVER"))),
             "SUPPORT_EMAIL": get("SUPPORT_EMAIL", "myhug@hcuge.ch"),
             # SMS gateway (DESIGN §5).
             "SMS_BACKEND": get("SMS_BACKEND", cls.default_sms_backend()),
@@ -134,6 +153,12 @@ class Config:
             "JOBS_IN_PROCESS": _flag(get("JOBS_IN_PROCESS")),
             # Housekeeping keeps sent and cancelled messages this long (dead ones wait for an administrator).
             "OUTBOX_RETENTION_DAYS": int(get("OUTBOX_RETENTION_DAYS", "90")),
+            # Operations (web/observability.py): the log lines' format and level; who may read /metrics.
+            "LOG_FORMAT": _one_of(get("LOG_FORMAT", cls.LOG_FORMAT), ("json", "text"), "MYHUG_LOG_FORMAT"),
+            "LOG_LEVEL": _one_of(
+                get("LOG_LEVEL", "INFO").upper(), ("DEBUG", "INFO", "WARNING", "ERROR"), "MYHUG_LOG_LEVEL"
+            ),
+            "METRICS_ALLOW": _networks(get("METRICS_ALLOW", "127.0.0.1,::1"), "MYHUG_METRICS_ALLOW"),
         }
 
     @classmethod
@@ -152,6 +177,10 @@ class Config:
     def default_sms_backend(cls) -> str:
         return "http"
 
+    @classmethod
+    def default_mail_backend(cls, mail_server: str | None) -> str:
+        return "smtp"
+
 
 class DevelopmentConfig(Config):
     """`make run`: everything embedded; secrets generated once and kept under instance/."""
@@ -159,6 +188,7 @@ class DevelopmentConfig(Config):
     ENV_NAME = "development"
     SESSION_COOKIE_SECURE = False
     DEBUG = False
+    LOG_FORMAT = "text"
 
     @classmethod
     def default_secret(cls, instance: Path) -> str:
@@ -176,12 +206,20 @@ class DevelopmentConfig(Config):
     def default_sms_backend(cls) -> str:
         return "outbox"
 
+    @classmethod
+    def default_mail_backend(cls, mail_server: str | None) -> str:
+        return "smtp" if mail_server else "outbox"  # `make run` on a machine without a mail server
+
 
 class TestingConfig(DevelopmentConfig):
     """The test suite: like development, in a temporary instance folder, CSRF still on."""
 
     ENV_NAME = "testing"
     TESTING = True
+
+    @classmethod
+    def default_mail_backend(cls, mail_server: str | None) -> str:
+        return "smtp"  # the mail tests talk to a real SMTP server on 127.0.0.1
 
 
 class ProductionConfig(Config):

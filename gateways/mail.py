@@ -112,3 +112,21 @@ def send(to: str, subject: str, body: str) -> None:
         raise MailError(f"SMTP {code or type(exc).__name__}", permanent=bool(code and code >= 500)) from None
     except OSError as exc:  # refused connection, timeout, DNS
         raise MailError(f"SMTP server unreachable: {type(exc).__name__}", permanent=False) from None
+
+
+def kept_in_outbox(to: str, subject: str, body: str) -> None:
+    """MYHUG_MAIL_BACKEND=outbox (development without a mail server): nothing leaves the machine; the outbox row is
+    the e-mail, kept whole and read on /dev/mail."""
+
+
+kept_in_outbox.name = "outbox"  # type: ignore[attr-defined]  (what the dispatcher asks: keep the bodies)
+
+
+def sender_from_config(config):
+    """The function the dispatcher hands e-mails to, per MYHUG_MAIL_BACKEND."""
+    name = config.get("MAIL_BACKEND", "smtp")
+    if name == "smtp":
+        return send
+    if name == "outbox":
+        return kept_in_outbox
+    raise ValueError(f"MYHUG_MAIL_BACKEND must be smtp or outbox, not {name!r}")

@@ -25,7 +25,7 @@ REMIND_BEFORE = dt.timedelta(hours=24)  # a temporary password's reminder, a day
 
 
 def dispatch_outbox(config) -> Counter:
-    return dispatch_due(send_email=mail.send, sms_backend=backend_from_config(config))
+    return dispatch_due(send_email=mail.sender_from_config(config), sms_backend=backend_from_config(config))
 
 
 def expire_enrollments(now: dt.datetime, max_age: dt.timedelta) -> int:

@@ -78,3 +78,20 @@ def test_half_configured_hin_is_refused(tmp_path, unset):
     del hin[unset]
     with pytest.raises(ConfigError, match=unset):
         load_config(hin, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({}, "outbox"),  # `make run` on a machine without a mail server: e-mails read on /dev/mail
+        ({"MYHUG_MAIL_SERVER": "smtp.hcuge.ch"}, "smtp"),
+        ({"MYHUG_MAIL_BACKEND": "smtp"}, "smtp"),
+        ({"MYHUG_ENV": "testing"}, "smtp"),  # the mail tests talk to a real SMTP server
+    ],
+)
+def test_mail_backend_defaults(tmp_path, environment, expected):
+    assert load_config(environment, tmp_path)["MAIL_BACKEND"] == expected
+
+
+def test_production_sends_mail_by_smtp(tmp_path):
+    assert load_config(PRODUCTION, tmp_path)["MAIL_BACKEND"] == "smtp"

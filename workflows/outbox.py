@@ -99,9 +99,10 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def _keeps_bodies(sms_backend) -> bool:
-    """The development SMS backend sends nothing: the row itself is the SMS, read on /dev/sms (never production)."""
-    return getattr(sms_backend, "name", None) == "outbox"
+def _keeps_bodies(backend) -> bool:
+    """The development backends send nothing: the row itself is the SMS or the e-mail, read on /dev/sms or
+    /dev/mail (never production)."""
+    return getattr(backend, "name", None) == "outbox"
 
 
 # -- claiming --------------------------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ def _deliver(message: OutboxMessage, worker: str, send_email, sms_backend) -> st
     except Exception as exc:  # a message that breaks the sending code: parked for a person, the run goes on
         log.exception("outbox %s (%s): unexpected error while sending", message.id, message.template)
         return "dead" if mark_dead(message, worker, f"unexpected error: {type(exc).__name__}") else "skipped"
-    keep_body = message.channel == "sms" and _keeps_bodies(sms_backend)
+    keep_body = _keeps_bodies(sms_backend if message.channel == "sms" else send_email)
     return _accepted(message, worker, after, keep_body=keep_body)
 
 

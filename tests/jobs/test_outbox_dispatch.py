@@ -326,3 +326,32 @@ def test_resend_puts_a_dead_message_back_as_new_and_refuses_the_rest(database):
     with pytest.raises(dispatcher.TransitionRefused) as refused:
         dispatcher.resend(secret)
     assert refused.value.reason == dispatcher.SECRET_ERASED and stored(secret).status == "dead"
+
+
+# -- MYHUG_MAIL_BACKEND=outbox: development without a mail server ----------------------------------------------------
+def test_the_outbox_mail_backend_sends_nothing_and_keeps_the_whole_email_for_dev_mail(database, tmp_path):
+    from tests.smtp import free_port
+
+    nobody_listens = free_port()
+    app = create_app(
+        settings(
+            database,
+            INSTANCE_PATH=str(tmp_path / "instance"),
+            MAIL_BACKEND="outbox",
+            MAIL_SERVER="127.0.0.1",
+            MAIL_PORT=nobody_listens,
+        )
+    )
+    secret = email(template="temporary_password", body="Mot de passe provisoire : Vx9-Kp2")
+    with app.app_context():
+        counts = dispatch_outbox(app.config)
+    assert counts["sent"] == 1  # not "retry": no connection was attempted
+    assert stored(secret).status == "sent"
+    assert stored(secret).body == "Mot de passe provisoire : Vx9-Kp2"  # kept: the row is the e-mail
+
+
+def test_an_unknown_mail_backend_is_refused(database, tmp_path):
+    app = create_app(settings(database, INSTANCE_PATH=str(tmp_path / "instance"), MAIL_BACKEND="pigeon"))
+    email()
+    with app.app_context(), pytest.raises(ValueError, match="MYHUG_MAIL_BACKEND"):
+        dispatch_outbox(app.config)
