@@ -16,8 +16,8 @@ from models import ACCOUNT_ROLES, Account, DpiClient, Physician, db, schema
 from security import audit
 from workflows import ACCOUNT, SYSTEM, TransitionRefused, engine
 
+from . import cli_backup, fhir
 from . import demo as demo_data
-from . import fhir
 
 
 @contextmanager
@@ -212,5 +212,5 @@ def dpi_import(files: tuple[str, ...], client_name: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, demo, create_user, audit_group, jobs_group, dpi_group):
+    for command in (init_db, demo, create_user, audit_group, jobs_group, dpi_group, cli_backup.backup_group):
         app.cli.add_command(command)
