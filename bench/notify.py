@@ -46,7 +46,11 @@ MODES = ("each", "each", "digest", "none", "each", "digest")  # 1/2 each, 1/3 di
 
 # -- the SMTP server, in its own process so that it does not share our interpreter lock ------------------------------
 def _serve_smtp(port: int, accepted, ready) -> None:
+    import logging
+
     from aiosmtpd.controller import Controller
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
 
     class Counter:
         async def handle_DATA(self, server, session, envelope):
