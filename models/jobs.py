@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
+
 from peewee import CharField, DateTimeField, TextField
 
 from .db import BaseModel, utcnow
@@ -27,3 +30,16 @@ class JobRun(BaseModel):
     def delete_started_before(cls, cutoff) -> int:
         """Delete the history of runs started before `cutoff`; how many."""
         return cls.delete().where(cls.started_at < cutoff).execute()
+
+    @classmethod
+    def last_successes(cls, jobs: Iterable[str]) -> dict[str, dt.datetime]:
+        """When each of `jobs` last finished a successful run; jobs that never did are absent. One lookup per job
+        down the (job, started_at) index (the latest success is at its top), never a pass over the whole history,
+        which holds a row every ten seconds for a month: the metrics endpoint asks on every scrape."""
+        finished: dict[str, dt.datetime] = {}
+        for job in jobs:
+            query = cls.select(cls.finished_at).where((cls.job == job) & (cls.outcome == "ok"))
+            at = query.order_by(cls.started_at.desc()).limit(1).scalar()
+            if at is not None:
+                finished[job] = at
+        return finished
