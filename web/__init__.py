@@ -21,7 +21,7 @@ from workflows import documents, notifications
 csrf = CSRFProtect()
 
 # Endpoints that must work without a database session or a user session (load balancers poll them).
-UNSESSIONED_ENDPOINTS = frozenset({"static", "main.healthz"})
+UNSESSIONED_ENDPOINTS = frozenset({"static", "main.healthz", "ops.readyz", "ops.metrics"})
 # Environments where development helpers (the SMS outbox page) exist; never production.
 DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "testing"})
 
@@ -60,8 +60,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     from . import help as help_pages  # isort: skip  (the physician's "Aide" pages)
     from . import clinic  # isort: skip  (hospital staff: designations per stay, manual sends, the explainer)
     from . import fhir  # isort: skip  (the DPI's FHIR R4 API)
+    from . import observability  # isort: skip  (/readyz, /metrics, JSON logs with a request id)
 
-    # Order matters: database, then the logged-in account, then the CSRF check (whose refusal page shows both).
+    # Order matters: the request id (every later line carries it), database, then the logged-in account, then the
+    # CSRF check (whose refusal page shows both).
+    observability.init_app(app)
     app.before_request(_connect)
     app.teardown_request(_close)
     auth.init_app(app)
