@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, abort, current_app, g, render_template, request
+from flask import Blueprint, Response, abort, current_app, g, render_template, request, url_for
 from flask_babel import gettext as _
 from markupsafe import Markup
 
@@ -31,6 +31,31 @@ def query_choice(name: str, allowed) -> str | None:
     """A list filter from the query string, only if it is one of `allowed` (anything else: no filter)."""
     value = request.args.get(name) or None
     return value if value in allowed else None
+
+
+LIST_PAGE_SIZE = 50  # rows per page of the administrators' lists
+
+
+def list_page(query, endpoint: str, filters: dict, per_page: int = LIST_PAGE_SIZE) -> dict:
+    """One page of a filtered list, as the list templates and `_pagination.html` want it: `rows`, `total`, `page`
+    (the asked page brought within those that exist), `pages`, `first` (the first row's number), `filters` and
+    `page_url(number)` (keeping the filters). Two queries: the count and the page."""
+    total = query.count()
+    pages = max(1, -(-total // per_page))
+    page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
+
+    def page_url(number: int) -> str:
+        return url_for(endpoint, page=number, **{k: v for k, v in filters.items() if v})
+
+    return {
+        "rows": list(query.paginate(page, per_page)),
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "first": (page - 1) * per_page + 1,
+        "filters": filters,
+        "page_url": page_url,
+    }
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,10 @@ from security import sessions
 from security.permissions import can_manage_accounts
 from workflows import ACCOUNT, AccountState, available_actions, fire
 
-from .admin import administrator, bp, query_choice
+from .admin import administrator, bp, list_page, query_choice
 from .auth import permission_required
 from .templating import role_label
 from .trail import record_account_event
-
-PAGE_SIZE = 50
 
 STATE_LABELS = {
     AccountState.PENDING: lazy_gettext("Temporary password issued"),
@@ -94,24 +92,13 @@ def _account_or_404(public_id: str) -> Account:
 def accounts():
     text = request.args.get("q", "").strip()[:200]
     role, state = query_choice("role", ACCOUNT_ROLES), query_choice("state", LISTED_STATES)
-    query = Account.search(text, role=role, state=state)
-    total = query.count()
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
-    filters = {"q": text, "role": role, "state": state}
-
-    def page_url(number: int) -> str:
-        return url_for(".accounts", page=number, **{k: v for k, v in filters.items() if v})
-
+    listing = list_page(
+        Account.search(text, role=role, state=state), ".accounts", {"q": text, "role": role, "state": state}
+    )
     return render_template(
         "admin/accounts.html",
-        accounts=list(query.paginate(page, PAGE_SIZE)),
-        total=total,
-        page=page,
-        pages=pages,
-        first=(page - 1) * PAGE_SIZE + 1,
-        filters=filters,
-        page_url=page_url,
+        accounts=listing.pop("rows"),
+        **listing,
         roles=[(str(r), role_label(r)) for r in ACCOUNT_ROLES],
         states=[(str(s), state_label(s)) for s in LISTED_STATES],
         state_counts=Account.count_by_state(),

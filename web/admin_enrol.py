@@ -22,12 +22,11 @@ from security.files import ID_COPY_TYPES, sniff_type
 from security.permissions import can_review_applications
 from workflows import ENROLLMENT, EnrollmentState, available_actions, fire
 
-from .admin import administrator, bp, query_choice
+from .admin import administrator, bp, list_page, query_choice
 from .auth import permission_required
 from .templating import role_label
 from .trail import record_account_event
 
-PAGE_SIZE = 50
 REASON_MAX = 1000  # characters of a rejection reason; the textarea says so too
 
 S = EnrollmentState
@@ -130,25 +129,14 @@ def waiting_since(when) -> str:
 def applications():
     text = request.args.get("q", "").strip()[:200]
     state = query_choice("state", LISTED_STATES)
-    query = EnrollmentApplication.admin_search(text, state=state)
-    total = query.count()
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
-    filters = {"q": text, "state": state}
-
-    def page_url(number: int) -> str:
-        return url_for(".applications", page=number, **{k: v for k, v in filters.items() if v})
-
+    listing = list_page(
+        EnrollmentApplication.admin_search(text, state=state), ".applications", {"q": text, "state": state}
+    )
     return render_template(
         "admin/applications.html",
         queue=list(EnrollmentApplication.admin_queue()),
-        applications=list(query.paginate(page, PAGE_SIZE)),
-        total=total,
-        page=page,
-        pages=pages,
-        first=(page - 1) * PAGE_SIZE + 1,
-        filters=filters,
-        page_url=page_url,
+        applications=listing.pop("rows"),
+        **listing,
         states=[(str(s), state_label(s)) for s in LISTED_STATES],
         state_counts=EnrollmentApplication.count_by_state(),
         state_label=state_label,

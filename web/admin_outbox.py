@@ -16,11 +16,10 @@ from models import OutboxMessage, OutboxStatus, db
 from security.permissions import is_administrator
 from workflows import outbox
 
-from .admin import bp, query_choice
+from .admin import bp, list_page, query_choice
 from .auth import permission_required
 from .trail import record_account_event
 
-PAGE_SIZE = 50
 ALL = "all"  # the status filter's "every status" (no value means the default: dead)
 
 STATUS_LABELS = {
@@ -64,23 +63,12 @@ def messages():
     templates = OutboxMessage.templates()
     status = _status_filter()
     channel, template = query_choice("channel", OutboxMessage.CHANNELS), query_choice("template", templates)
-    query = OutboxMessage.listing(status=status, channel=channel, template=template)
-    total = query.count()
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
     filters = {"status": status or ALL, "channel": channel, "template": template}
-
-    def page_url(number: int) -> str:
-        return url_for(".messages", page=number, **{k: v for k, v in filters.items() if v})
-
+    listing = list_page(OutboxMessage.listing(status=status, channel=channel, template=template), ".messages", filters)
     return render_template(
         "admin/outbox.html",
-        messages=list(query.paginate(page, PAGE_SIZE)),
-        total=total,
-        page=page,
-        pages=pages,
-        filters=filters,
-        page_url=page_url,
+        messages=listing.pop("rows"),
+        **listing,
         statuses=[(s, status_label(s)) for s in OutboxStatus.ALL],
         status_counts=OutboxMessage.counts_by_status(),
         channels=[(c, channel_label(c)) for c in OutboxMessage.CHANNELS],
