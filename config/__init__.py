@@ -27,6 +27,13 @@ def _networks(text: str, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.I
         raise ConfigError(f"{name}: {exc}") from exc
 
 
+def _proxies(text: str) -> int:
+    """How many reverse proxies stand in front of the app (0, 1 or 2): each one appends to X-Forwarded-For."""
+    if text.strip() not in {"0", "1", "2"}:
+        raise ConfigError(f"MYHUG_TRUSTED_PROXIES must be 0, 1 or 2 (the proxies in front of the app), not {text!r}")
+    return int(text)
+
+
 def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
@@ -115,6 +122,9 @@ class Config:
             "HIN_IDENTITY_TYPE_CLAIM": get("HIN_IDENTITY_TYPE_CLAIM", "hin_identity_type"),
             "SMS_TIMEOUT": float(get("SMS_TIMEOUT", "5")),
             "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
+            # Behind nginx (docs/deploy.md): the client address and scheme come from the last N X-Forwarded-* hops;
+            # 0 (default) ignores those headers, which anyone could send to an app reached directly.
+            "TRUSTED_PROXIES": _proxies(get("TRUSTED_PROXIES", "0")),
             # Per client address (DESIGN §6); "N per minute;M per hour" in the limits library's notation.
             "LOGIN_RATE_LIMIT": get("LOGIN_RATE_LIMIT", "20 per minute;200 per hour"),
             "SMS_RATE_LIMIT": get("SMS_RATE_LIMIT", "30 per hour"),

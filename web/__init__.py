@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flask import Flask, g, request
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import models
 from config import load_config
@@ -90,11 +91,21 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config["MYHUG_ENV"] in DEVELOPMENT_ENVIRONMENTS:
         app.register_blueprint(dev.bp)
     cli.init_app(app)
+    _behind_proxies(app)
     # `make run`: the jobs beside the development server, under the same leader lock as `flask jobs run`; a test
     # gets them only by asking in its configuration.
     if app.config["JOBS_IN_PROCESS"] and (not app.config["TESTING"] or test_config.get("JOBS_IN_PROCESS")):
         start_in_process(app)
     return app
+
+
+def _behind_proxies(app: Flask) -> None:
+    """MYHUG_TRUSTED_PROXIES=N (nginx: 1): the client address that rate limits, sessions and the audit trail record,
+    and the scheme, are the ones the last N proxies saw. Werkzeug keeps the socket's own values in the environ
+    (`werkzeug.proxy_fix.orig`), which /metrics checks. With 0, forwarded headers are ignored: anyone can send them."""
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
 
 
 def _settings(app: Flask, test_config: dict) -> dict:
