@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from peewee import JOIN, AutoField, CharField, DateTimeField, IntegerField, TextField
+import datetime as dt
+from collections.abc import Iterator
 
-from .db import BaseModel, utcnow
+from peewee import JOIN, AutoField, CharField, DateTimeField, IntegerField, TextField, fn
+
+from .db import BaseModel, is_postgres, utcnow
 
 
 class AuditEvent(BaseModel):
@@ -69,6 +72,192 @@ class AuditEvent(BaseModel):
         if before is not None:
             query = query.where(cls.at < before)
         return list(query.order_by(cls.at, cls.id).limit(limit).offset(offset))
+
+    # -- the administrators' journal and the physician's access history -------------------------------------
+    @classmethod
+    def search(
+        cls,
+        *,
+        user: str = "",
+        patient: str | None = None,
+        document: str | None = None,
+        since=None,
+        before=None,
+        action: str | None = None,
+        outcome: str | None = None,
+        up_to_id: int | None = None,
+    ):
+        """The trail filtered for the administrators' journal, newest first; `row.actor` is the acting Account
+        (None for the system, the DPI, an anonymous visitor), in the same query.
+
+        - `user`: words matched as the account list matches them (name, username, e-mail, GLN); an event counts
+          when one of those accounts acted or when it is about one of them (an administrator locked it).
+        - `patient`: a patient's public id or DPI identifier value; the events about that patient's documents,
+          about their deliveries, and about the designations of that patient's stays.
+        - `document`: a document's public id; the events about it and about its deliveries.
+        - `since` ≤ `at` < `before`; `up_to_id`: only events written until then (an export's fixed selection).
+        Filters that name nothing (an unknown patient) give an empty selection, never the whole trail.
+        """
+        from .accounts import Account  # accounts.py imports this module
+        from .documents import Delivery, Document
+        from .patients import Designation, Patient, Stay
+
+        actor = Account.alias()
+        query = cls.select(cls, actor).join(actor, JOIN.LEFT_OUTER, on=(cls.actor_id == actor.id), attr="actor")
+        words = user.split()
+        if words:
+            accounts = Account.search(" ".join(words)).select(Account.id).order_by()
+            as_text = Account.search(" ".join(words)).select(Account.id.cast("TEXT")).order_by()
+            query = query.where(
+                cls.actor_id.in_(accounts) | ((cls.object_type == "account") & cls.object_id.in_(as_text))
+            )
+        if patient is not None:
+            patients = Patient.select(Patient.id).where((Patient.public_id == patient) | (Patient.dpi_value == patient))
+            documents = Document.select(Document.id).where(Document.patient.in_(patients))
+            query = query.where(
+                cls._about("document", documents)
+                | cls._about("delivery", Delivery.select(Delivery.id).where(Delivery.document.in_(documents)))
+                | cls._about(
+                    "designation",
+                    Designation.select(Designation.id).join(Stay).where(Stay.patient.in_(patients)),
+                )
+            )
+        if document is not None:
+            documents = Document.select(Document.id).where(Document.public_id == document)
+            query = query.where(
+                cls._about("document", documents)
+                | cls._about("delivery", Delivery.select(Delivery.id).where(Delivery.document.in_(documents)))
+            )
+        if since is not None:
+            query = query.where(cls.at >= since)
+        if before is not None:
+            query = query.where(cls.at < before)
+        if action:
+            query = query.where(cls.action == action)
+        if outcome:
+            query = query.where(cls.outcome == outcome)
+        if up_to_id is not None:
+            query = query.where(cls.id <= up_to_id)
+        return query.order_by(cls.at.desc(), cls.id.desc())
+
+    @classmethod
+    def _about(cls, object_type: str, ids):
+        """Events about the rows `ids` (a query of integer ids) of one type; object_id holds them as text."""
+        key = ids.model._meta.primary_key
+        return (cls.object_type == object_type) & cls.object_id.in_(ids.select(key.cast("TEXT")))
+
+    @classmethod
+    def pages(cls, query, size: int = 1_000) -> Iterator[list[AuditEvent]]:
+        """Every row of `query` (one of `search`'s, newest first) in pages of `size` rows, each page read after the
+        last row of the previous one (keyset): an export of the whole trail never holds more than one page, on
+        PostgreSQL too (whose driver reads a whole result at once), and each page starts down the index on `at`."""
+        last = None
+        while True:
+            page = query
+            if last is not None:
+                page = page.where((cls.at < last.at) | ((cls.at == last.at) & (cls.id < last.id)))
+            rows = list(page.limit(size).iterator())
+            if rows:
+                yield rows
+            if len(rows) < size:
+                return
+            last = rows[-1]
+
+    @classmethod
+    def last_id(cls) -> int:
+        """The newest event's id (0 for an empty trail): an export counts and writes the events up to it."""
+        return cls.select(fn.MAX(cls.id)).scalar() or 0
+
+    @classmethod
+    def actions(cls) -> list[str]:
+        """Every action the trail holds, by name (the journal's filter offers these)."""
+        return [name for (name,) in cls.select(cls.action).distinct().order_by(cls.action).tuples()]
+
+    @classmethod
+    def outcomes(cls) -> list[str]:
+        return [name for (name,) in cls.select(cls.outcome).distinct().order_by(cls.outcome).tuples()]
+
+    @classmethod
+    def objects_of(cls, events) -> dict[tuple[str, str], object]:
+        """What `events` are about, for the accounts, deliveries and documents among them: {(type, id): row}, in one
+        query per type present. A delivery comes with its document, the document's patient and the physician; a
+        document with its patient (what web/fhir_directory.audit_event_resource reads)."""
+        from .accounts import Account
+        from .documents import Delivery, Document
+        from .patients import Patient
+        from .physicians import Physician
+
+        wanted: dict[str, set[int]] = {}
+        for event in events:
+            if event.object_type in ("account", "delivery", "document") and (event.object_id or "").isdigit():
+                wanted.setdefault(event.object_type, set()).add(int(event.object_id))
+        found: dict[tuple[str, str], object] = {}
+        if "account" in wanted:
+            for row in Account.select().where(Account.id.in_(sorted(wanted["account"]))):
+                found["account", str(row.id)] = row
+        if "delivery" in wanted:
+            query = (
+                Delivery.select(Delivery, Document, Patient, Physician)
+                .join(Document)
+                .join(Patient, on=(Document.patient == Patient.id))
+                .switch(Delivery)
+                .join(Physician, on=(Delivery.physician == Physician.id))
+                .where(Delivery.id.in_(sorted(wanted["delivery"])))
+            )
+            for row in query:
+                found["delivery", str(row.id)] = row
+        if "document" in wanted:
+            query = (
+                Document.select(Document, Patient)
+                .join(Patient, on=(Document.patient == Patient.id))
+                .where(Document.id.in_(sorted(wanted["document"])))
+            )
+            for row in query:
+                found["document", str(row.id)] = row
+        return found
+
+    @classmethod
+    def about_delivery(cls, delivery_id: int):
+        """Everything the trail holds about one delivery, newest first: the physician's access history of their
+        copy of a document (another physician's delivery of the same document is another object)."""
+        return (
+            cls.select()
+            .where((cls.object_type == "delivery") & (cls.object_id == str(delivery_id)))
+            .order_by(cls.at.desc(), cls.id.desc())
+        )
+
+    # -- the operations dashboard ---------------------------------------------------------------------------
+    @classmethod
+    def recent(cls, actions, *, limit: int, outcome: str | None = None):
+        """The newest events with one of `actions` (and `outcome`), the acting account as `row.actor`; the index
+        on `action` finds them without reading the rest of the trail."""
+        from .accounts import Account
+
+        actor = Account.alias()
+        query = (
+            cls.select(cls, actor)
+            .join(actor, JOIN.LEFT_OUTER, on=(cls.actor_id == actor.id), attr="actor")
+            .where(cls.action.in_(list(actions)))
+        )
+        if outcome is not None:
+            query = query.where(cls.outcome == outcome)
+        return query.order_by(cls.at.desc(), cls.id.desc()).limit(limit)
+
+    @classmethod
+    def per_hour(cls, actions, *, since, outcome: str | None = None) -> dict:
+        """{hour (naive UTC datetime, minutes cut): how many events with one of `actions`} since `since`, counted
+        by the database in one GROUP BY; hours without any are absent."""
+        hour = fn.date_trunc("hour", cls.at) if is_postgres() else fn.strftime("%Y-%m-%d %H:00:00", cls.at)
+        query = cls.select(hour.alias("hour"), fn.COUNT(cls.id)).where(
+            cls.action.in_(list(actions)) & (cls.at >= since)
+        )
+        if outcome is not None:
+            query = query.where(cls.outcome == outcome)
+        counts = {}
+        for value, count in query.group_by(hour).tuples():
+            at = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+            counts[at] = count
+        return counts
 
 
 class AuditHead(BaseModel):

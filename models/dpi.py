@@ -13,3 +13,8 @@ class DpiClient(BaseModel):
     created_at = DateTimeField(default=utcnow)
     revoked_at = DateTimeField(null=True)
     last_call_at = DateTimeField(null=True)
+
+    @classmethod
+    def listing(cls):
+        """Every client, by name, revoked ones included (the operations dashboard shows when each last called)."""
+        return cls.select().order_by(cls.name)

@@ -27,6 +27,12 @@ class JobRun(BaseModel):
         return cls.select().where(cls.job == job).order_by(cls.started_at.desc(), cls.id.desc()).first()
 
     @classmethod
+    def newest(cls):
+        """The run started last by any node, or None: its `node` is the scheduler's leader as last seen. By id,
+        the primary key, so that a month of runs is not sorted for one row."""
+        return cls.select().order_by(cls.id.desc()).first()
+
+    @classmethod
     def delete_started_before(cls, cutoff) -> int:
         """Delete the history of runs started before `cutoff`; how many."""
         return cls.delete().where(cls.started_at < cutoff).execute()

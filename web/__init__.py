@@ -56,6 +56,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from . import admin_enrol  # noqa: F401  # isort: skip  (the same: step 6 and the applications' file)
     from . import admin_types  # noqa: F401  # isort: skip  (the same: the catalogue of document types)
     from . import admin_outbox  # noqa: F401  # isort: skip  (the same: outgoing messages, dead letters)
+    from . import admin_audit, admin_dashboard  # noqa: F401  # isort: skip  (the same: the journal, the dashboard)
     from . import desk  # isort: skip  (steps 2–5: the validation desk)
     from . import appointments, enrol  # isort: skip  (step 1: the applicant's pages; the desks' opening slots)
     from . import help as help_pages  # isort: skip  (the physician's "Aide" pages)

@@ -37,7 +37,7 @@ AUTH_METHOD = "password+sms"
 # Where each role lands after login: the first of these pages that exists (later issues add them).
 LANDING_ENDPOINTS = {
     Role.VALIDATOR: ("desk.index",),
-    Role.ADMINISTRATOR: ("admin.workflows",),
+    Role.ADMINISTRATOR: ("admin.dashboard", "admin.workflows"),
     Role.CLINICIAN: ("clinic.index",),
 }
 # A physician's landing page is their "Mon profil" choice (models.LandingPage) on the physician blueprint.

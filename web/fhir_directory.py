@@ -56,6 +56,11 @@ COMMON = frozenset({"_count", "_offset", "_format"})
 IMPORT = (DICOM_SYSTEM, "110107", "Import")
 EXPORT = (DICOM_SYSTEM, "110106", "Export")
 PATIENT_RECORD = (DICOM_SYSTEM, "110110", "Patient Record")
+APPLICATION_ACTIVITY = (DICOM_SYSTEM, "110100", "Application Activity")
+AUDIT_LOG_USED = (DICOM_SYSTEM, "110101", "Audit Log Used")
+SECURITY_ALERT = (DICOM_SYSTEM, "110113", "Security Alert")
+USER_AUTHENTICATION = (DICOM_SYSTEM, "110114", "User Authentication")
+SECURITY_ATTRIBUTES = (DICOM_SYSTEM, "110137", "User Security Attributes Changed")
 # audit action → (type, subtype code, subtype display, FHIR action code)
 EVENTS = {
     "document.receive": (IMPORT, "received", "Received from the DPI", "C"),
@@ -69,6 +74,21 @@ EVENTS = {
     "document.downloaded": (PATIENT_RECORD, "downloaded", "PDF downloaded by the physician", "R"),
     "delivery.revoke": (PATIENT_RECORD, "revoked", "Delivery revoked", "D"),
 }
+# Every other event (only the administrators' export shows them): AuditEvent.type by the action's first word, else
+# APPLICATION_ACTIVITY; the subtype is the action itself and the object is named by the portal's type and id.
+PORTAL_EVENT_TYPES = {
+    "login": USER_AUTHENTICATION,
+    "logout": USER_AUTHENTICATION,
+    "totp": SECURITY_ATTRIBUTES,
+    "account": SECURITY_ATTRIBUTES,
+    "audit": AUDIT_LOG_USED,
+    "fhir": SECURITY_ALERT,
+    "document": PATIENT_RECORD,
+    "delivery": PATIENT_RECORD,
+    "designation": PATIENT_RECORD,
+}
+PORTAL_ACTION_SYSTEM = "urn:myhug:audit-action"
+PORTAL_OBJECT_SYSTEM = "urn:myhug:object:"
 
 
 def _specialties() -> list[Concept]:
@@ -288,6 +308,15 @@ def coding(triple: tuple[str, str, str]) -> dict:
     return {"system": system, "code": code, "display": display}
 
 
+def dpi_client_of(event: AuditEvent) -> str:
+    """The DPI client that acted: the one that sent the event's document (the trace shows a client only its own),
+    else the one the event names (a refused probe)."""
+    document = getattr(event, "document", None)
+    if document is not None and document.dpi_client:
+        return document.dpi_client
+    return str(json.loads(event.details or "{}").get("client", "?"))
+
+
 def agent_of(event: AuditEvent) -> dict:
     """Who acted: the physician by GLN (never their address), the DPI client, the portal itself, or hospital staff
     (by role only: the DPI has its own staff directory, and the portal's staff accounts are not its business)."""
@@ -301,7 +330,7 @@ def agent_of(event: AuditEvent) -> dict:
         }
         return {"type": {"coding": [coding(AGENT_TYPES[Role.PHYSICIAN])]}, "who": who, "requestor": True}
     if role == Role.DPI:
-        who = {"display": f"DPI client {client_name()}"}
+        who = {"display": f"DPI client {dpi_client_of(event)}"}
         return {"type": {"coding": [coding(AGENT_TYPES[Role.DPI])]}, "who": who, "requestor": True}
     if role == Role.SYSTEM:
         return {"type": {"coding": [coding(AGENT_TYPES[Role.SYSTEM])]}, "who": {"display": "myHUG"}, "requestor": False}
@@ -309,27 +338,22 @@ def agent_of(event: AuditEvent) -> dict:
 
 
 def audit_event_resource(event: AuditEvent) -> dict:
-    event_type, code, display, action = EVENTS[event.action]
-    document = event.document
-    subtype = {"system": AUDIT_SUBTYPE_SYSTEM, "code": code, "display": display}
+    """One audit event as a FHIR AuditEvent. The DPI's trace reads only the document events of EVENTS, with
+    `event.document` (its patient joined) and, for a delivery, `event.delivery` (its physician joined). The
+    administrators' export (web/admin_audit.py) passes any event: the others (a login, an account locked, an
+    export…) get a DICOM type by the action's family, the action itself as subtype, and their object as entity."""
+    document = getattr(event, "document", None)
     details = json.loads(event.details or "{}")
-    entities = [
-        {
-            "what": {
-                **reference("DocumentReference", document),
-                "identifier": {"system": document.dpi_system, "value": document.dpi_value},
-            },
-            "type": {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
-            "role": {"system": OBJECT_ROLE_SYSTEM, "code": "3", "display": "Report"},
-        },
-        {
-            "what": reference("Patient", document.patient),
-            "type": {"system": ENTITY_TYPE_SYSTEM, "code": "1", "display": "Person"},
-            "role": {"system": OBJECT_ROLE_SYSTEM, "code": "1", "display": "Patient"},
-        },
-    ]
-    if event.action == "delivery.revoke" and details.get("reason"):
-        entities[0]["detail"] = [{"type": "reason", "valueString": str(details["reason"])}]
+    if event.action in EVENTS and document is not None:
+        event_type, code, display, action = EVENTS[event.action]
+        subtype = {"system": AUDIT_SUBTYPE_SYSTEM, "code": code, "display": display}
+        entities = document_entities(document)
+        if event.action == "delivery.revoke" and details.get("reason"):
+            entities[0]["detail"] = [{"type": "reason", "valueString": str(details["reason"])}]
+    else:
+        event_type = PORTAL_EVENT_TYPES.get(event.action.split(".")[0], APPLICATION_ACTIVITY)
+        subtype, action = {"system": PORTAL_ACTION_SYSTEM, "code": event.action}, None
+        entities = document_entities(document) if document is not None else object_entities(event)
     resource = {
         "resourceType": "AuditEvent",
         # The event's hash: unique, stable, and it says nothing about how many events the portal holds.
@@ -347,7 +371,43 @@ def audit_event_resource(event: AuditEvent) -> dict:
         },
         "entity": entities,
     }
+    if action is None:
+        del resource["action"]
     return resource
+
+
+def document_entities(document: Document) -> list[dict]:
+    """The document (by id and the DPI's identifier) and its patient."""
+    return [
+        {
+            "what": {
+                **reference("DocumentReference", document),
+                "identifier": {"system": document.dpi_system, "value": document.dpi_value},
+            },
+            "type": {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE_SYSTEM, "code": "3", "display": "Report"},
+        },
+        {
+            "what": reference("Patient", document.patient),
+            "type": {"system": ENTITY_TYPE_SYSTEM, "code": "1", "display": "Person"},
+            "role": {"system": OBJECT_ROLE_SYSTEM, "code": "1", "display": "Patient"},
+        },
+    ]
+
+
+def object_entities(event: AuditEvent) -> list[dict]:
+    """Any other object (an account, an application, a message…) by the portal's own type and id."""
+    if event.object_type is None:
+        return []
+    identifier = {"system": PORTAL_OBJECT_SYSTEM + event.object_type}
+    if event.object_id:
+        identifier["value"] = event.object_id
+    return [
+        {
+            "what": {"identifier": identifier},
+            "type": {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
+        }
+    ]
 
 
 @bp.get("/AuditEvent")

@@ -49,6 +49,7 @@ NAVIGATION = [
     (permissions.is_physician, "help.index", lazy_gettext("Help")),
     (permissions.can_validate_applications, "desk.index", lazy_gettext("Validation desk")),
     (permissions.can_record_designations, "clinic.index", lazy_gettext("Clinic")),
+    (permissions.is_administrator, "admin.dashboard", lazy_gettext("Dashboard")),
     (permissions.can_review_applications, "admin.applications", lazy_gettext("Applications")),
     (permissions.can_manage_accounts, "admin.accounts", lazy_gettext("Accounts")),
     (permissions.is_administrator, "admin.document_types", lazy_gettext("Document types")),

@@ -99,10 +99,10 @@ def test_happy_path_password_then_code_then_a_new_session(client, holder):
     assert audit.verify().ok
 
 
-def test_administrator_lands_on_the_workflows_and_next_is_honoured(client, holder):
+def test_administrator_lands_on_the_dashboard_and_next_is_honoured(client, holder):
     admin = holder(Role.ADMINISTRATOR)
     submit_password(client, admin.username, admin.issued_password)
-    assert submit_code(client, last_code()).headers["Location"] == "/admin/workflows"
+    assert submit_code(client, last_code()).headers["Location"] == "/admin/"
 
     other = client.application.test_client()
     response = other.get("/admin/workflows")
@@ -112,7 +112,7 @@ def test_administrator_lands_on_the_workflows_and_next_is_honoured(client, holde
 
     third = client.application.test_client()
     submit_password(third, admin.username, admin.issued_password, next_url="//evil.example/")
-    assert submit_code(third, last_code()).headers["Location"] == "/admin/workflows"
+    assert submit_code(third, last_code()).headers["Location"] == "/admin/"
 
 
 def test_wrong_password_and_unknown_user_give_byte_identical_pages(client, holder):
