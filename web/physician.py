@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
@@ -19,6 +20,7 @@ from flask_babel import format_date, lazy_gettext
 from flask_babel import gettext as _
 
 from models import (
+    AuditEvent,
     Delivery,
     DocumentsFilter,
     LandingPage,
@@ -36,6 +38,7 @@ from workflows import DELIVERY, Actor, DeliveryState, TransitionRefused, fire
 from workflows.documents import document_pdf
 from workflows.engine import CONFLICT
 
+from .audit_labels import action_label, actor_role_label, outcome_label
 from .auth import landing_url, permission_required
 from .i18n import current_language
 from .trail import record_account_event
@@ -44,6 +47,7 @@ bp = Blueprint("physician", __name__)
 
 PAGE_SIZE = 25  # "Mes documents"
 PATIENTS_PAGE_SIZE = 50
+HISTORY_PAGE_SIZE = 50  # a document's access history
 RECENT_DAYS = 90  # the "last 90 days" filters of settings 3 and 4
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -298,6 +302,60 @@ def download(public_id: str):
     mimetype = "application/pdf" if data.startswith(b"%PDF-") else "application/octet-stream"
     record_account_event(DOWNLOADED, g.account, about=("delivery", delivery.id), document=delivery.document.public_id)
     return _file_response(data, mimetype, "attachment", _filename(delivery))
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    at: dt.datetime
+    action: str
+    label: str
+    who: str
+    someone_else: bool  # a person other than this physician (an administrator, another physician refused)
+    outcome: str
+
+
+def _access_entry(event: AuditEvent) -> AccessEntry:
+    """Who is named by their role only (the system, the hospital's staff, another physician): the physician
+    learns that someone else came near their document, not who among the staff."""
+    mine = event.actor_id == g.account.id
+    return AccessEntry(
+        at=event.at,
+        action=event.action,
+        label=action_label(event.action) or event.action,
+        who=_("You") if mine else actor_role_label(event.actor_role),
+        someone_else=event.actor_id is not None and not mine,
+        outcome=outcome_label(event.outcome),
+    )
+
+
+@bp.get("/documents/<public_id>/historique")
+@permission_required(can_read_own_documents)
+def access_history(public_id: str):
+    """Everything the audit trail holds about this physician's delivery of the document, the newest first: when
+    it reached their space, when they were notified, every opening, view and download (theirs, or anyone else's),
+    a revocation. Only their delivery: another physician's copy of the same document is not theirs to see, and
+    their own is reached under the document page's rule (the same 404 and audit event for anything else).
+    Reading this page is not an access to the document and is not recorded."""
+    g.no_store = True
+    delivery = _delivery_or_404(public_id)
+    query = AuditEvent.about_delivery(delivery.id)
+    total = query.count()
+    pages = max(1, -(-total // HISTORY_PAGE_SIZE))
+    page = min(_page_number(), pages)
+
+    def page_url(number: int) -> str:
+        return url_for(".access_history", public_id=delivery.public_id, page=number)
+
+    return render_template(
+        "physician/access_history.html",
+        delivery=delivery,
+        document=delivery.document,
+        entries=[_access_entry(e) for e in query.paginate(page, HISTORY_PAGE_SIZE)],
+        total=total,
+        page=page,
+        pages=pages,
+        page_url=page_url,
+    )
 
 
 # -- Mes patients -----------------------------------------------------------------------------------------------------
