@@ -248,14 +248,19 @@ class Delivery(BaseModel):
         return cls.select().where(where).count()
 
     @classmethod
-    def announced_by(cls, notification_id: int):
-        """The deliveries a notification announces that still wait in "Mes documents", their physician joined."""
-        return (
+    def announced_by(cls, notification_id: int) -> list[Delivery]:
+        """The deliveries a notification announces that still wait in "Mes documents", their physician joined.
+
+        The state is checked here, not in SQL: with `state = 'available'` beside it, SQLite may pick the state index
+        (a hundred thousand available rows) over the notification's (about twenty) when its statistics were
+        gathered before notifications existed — measured at 13 ms a notice instead of 0.05."""
+        rows = (
             cls.select(cls, Physician)
             .join(Physician, on=(cls.physician == Physician.id))
-            .where((cls.notification_id == notification_id) & (cls.state == "available"))
+            .where(cls.notification_id == notification_id)
             .order_by(cls.id)
         )
+        return [row for row in rows if row.state == "available"]
 
     @classmethod
     def detach_from(cls, notification_id: int) -> int:

@@ -90,13 +90,13 @@ def _queue_one(physician: Physician, now: dt.datetime, digest_due_at: dt.datetim
 # -- what the dispatcher does around sending a notice (workflows/outbox.py FollowUp) ------------------------------
 def _still_wanted(message: OutboxMessage) -> bool:
     """Not if every document it announces was opened or revoked meanwhile."""
-    return Delivery.announced_by(message.id).exists()
+    return bool(Delivery.announced_by(message.id))
 
 
 def _accepted(message: OutboxMessage) -> None:
     """The mail server took the notice: its deliveries still in "Mes documents" move to `notified` (one write
     for all of them; if one was opened at that very moment, they are fired one by one instead)."""
-    deliveries = list(Delivery.announced_by(message.id))
+    deliveries = Delivery.announced_by(message.id)
     for start in range(0, len(deliveries), CHUNK):
         chunk = deliveries[start : start + CHUNK]
         try:
