@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from flask import Flask, current_app, g, request, session
-from flask_babel import Babel, get_locale
+from flask_babel import Babel, get_locale, refresh
+
+from models import Account
+
+from .trail import record_account_event
 
 babel = Babel()
 
@@ -25,6 +29,18 @@ def select_locale() -> str:
     if chosen in languages():
         return chosen
     return request.accept_languages.best_match(languages()) or current_app.config.get("BABEL_DEFAULT_LOCALE", "fr")
+
+
+def remember_language(language: str) -> None:
+    """The language chosen on this browser (the switch, "Mon profil"): kept in the browser's session and, for someone
+    logged in, on the account, where it follows them to any browser. The rest of this request speaks it too."""
+    session[SESSION_KEY] = language
+    account = g.get("account")
+    if account is not None and account.language != language:
+        Account.update(language=language).where(Account.id == account.id).execute()
+        record_account_event("account.language", account, **{"from": account.language, "to": language})
+        account.language = language
+    refresh()
 
 
 def current_language() -> str:

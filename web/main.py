@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
 
-from models import Account, db
+from models import db
 
 from . import i18n
 from .auth import safe_next
-from .trail import record_account_event
 
 bp = Blueprint("main", __name__)
 
@@ -24,11 +23,7 @@ def set_language():
     language = request.form.get("language")
     if language not in i18n.languages():
         abort(400)
-    session[i18n.SESSION_KEY] = language
-    account = g.account
-    if account is not None and account.language != language:
-        Account.update(language=language).where(Account.id == account.id).execute()
-        record_account_event("account.language", account, **{"from": account.language, "to": language})
+    i18n.remember_language(language)
     return redirect(safe_next(request.form.get("next")) or url_for("main.home"))
 
 

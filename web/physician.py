@@ -40,7 +40,7 @@ from workflows.engine import CONFLICT
 
 from .audit_labels import action_label, actor_role_label, outcome_label
 from .auth import landing_url, permission_required
-from .i18n import current_language
+from .i18n import current_language, languages, remember_language
 from .trail import record_account_event
 
 bp = Blueprint("physician", __name__)
@@ -417,13 +417,25 @@ def _read_settings(form, catalogue: list[tuple[str, str]]) -> tuple[dict, dict]:
     return submitted, errors
 
 
-def _profile_page(physician, settings: dict, errors: dict, catalogue, status: int = 200, unconfirmed: bool = False):
+def _read_language(form, errors: dict) -> str:
+    """The portal's language, kept on the account (web/i18n.py): it then wins over the browser's. A form without
+    the field (sent before it existed) keeps the language shown."""
+    language = form.get("language") or current_language()
+    if language not in languages():
+        errors["language"] = _("Choose one of the options.")
+    return language
+
+
+def _profile_page(
+    physician, settings: dict, language: str, errors: dict, catalogue, status: int = 200, unconfirmed: bool = False
+):
     return (
         render_template(
             "physician/profile.html",
             physician=physician,
             account=g.account,
             settings=settings,
+            language=language,
             errors=errors,
             catalogue=catalogue,
             choices=PROFILE_CHOICES,
@@ -449,21 +461,28 @@ def email_confirmed():
 @bp.route("/profil", methods=["GET", "POST"])
 @permission_required(can_read_own_documents)
 def profile():
-    """Settings 1–5 in one form and a link to setting 6; nothing is saved until « Confirmer » is pressed, which then
-    shows the chosen landing page (seed: "il faut impérativement cliquer sur le bouton « Confirmer »")."""
+    """Settings 1–5 and the portal's language in one form, a link to setting 6; nothing is saved until « Confirmer »
+    is pressed, which then shows the chosen landing page (seed: "il faut impérativement cliquer sur le bouton
+    « Confirmer »")."""
     g.no_store = True
     physician = g.account.physician
     catalogue = _specialty_catalogue()
     if request.method == "GET":
-        return _profile_page(physician, _current_settings(physician), {}, catalogue)
+        return _profile_page(physician, _current_settings(physician), current_language(), {}, catalogue)
     settings, errors = _read_settings(request.form, catalogue)
+    language = _read_language(request.form, errors)
     if request.form.get("action") != CONFIRM:
-        return _profile_page(physician, settings, {}, catalogue, unconfirmed=True)
+        return _profile_page(physician, settings, language, {}, catalogue, unconfirmed=True)
     if errors:
-        return _profile_page(physician, settings, errors, catalogue, status=422)
+        return _profile_page(physician, settings, language, errors, catalogue, status=422)
     changes = physician.save_preferences(**settings)
     if changes:
         record_account_event(PROFILE_CHANGED, g.account, about=("physician", physician.id), changed=changes)
+    # Only a language other than the one shown is stored: confirming the form leaves the browser's in charge.
+    new_language = language != current_language()
+    if new_language:
+        remember_language(language)  # audited; the messages below are already in the new language
+    if changes or new_language:
         flash(_("Your profile is saved."), "success")
     else:
         flash(_("Your profile had no change to save."), "info")
