@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app web
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install translations init-db demo bench clean
+.PHONY: run test lint format install translations init-db demo bench clean run-cluster stop-cluster status-cluster
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ demo: init-db
 
 run: demo
 	MYHUG_JOBS_IN_PROCESS=1 $(FLASK) run --host 127.0.0.1 --port 5000
+
+# Two gunicorn nodes behind nginx (TLS) on PostgreSQL and Redis, one `flask jobs run`: https://127.0.0.1:8443
+# (docs/deploy.md). Needs nginx, PostgreSQL and Redis on this machine; says what is missing otherwise.
+run-cluster: install
+	$(BIN)/python deploy/cluster.py start
+
+stop-cluster:
+	$(BIN)/python deploy/cluster.py stop
+
+status-cluster:
+	$(BIN)/python deploy/cluster.py status
 
 test: install
 	$(BIN)/ruff check .

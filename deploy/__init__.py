@@ -1,0 +1,1 @@
+"""Deployment: gunicorn and nginx configuration, and the local two-node cluster (deploy/cluster.py)."""
