@@ -1,0 +1,70 @@
+"""bench/load.py --quick runs a real two-node cluster end to end and prints the JSON its issue promises.
+
+No timing assertions: the latencies are only checked to be there. What is checked is what must hold at any speed:
+no error, nothing lost, nothing duplicated, and both nodes served in the two-node run, one in the baseline.
+
+nginx is not part of the project's own installation (`.ci/run` does not install it): where it is absent this test
+is skipped, even under MYHUG_REQUIRE_SERVICES=1. PostgreSQL and Redis follow the usual rule (a failure there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy import cluster
+from tests import pg
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ("documents", "document", "pdf", "patients", "dpi")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.skipif(
+        cluster.nginx_binary() is None,
+        reason="nginx is not installed (apt-get install nginx): the load test needs it in front of the two nodes",
+    ),
+]
+
+
+def require_redis() -> None:
+    problem = cluster.redis_problem("redis://127.0.0.1:6379/2")
+    if problem is None:
+        return
+    if pg.required():
+        pytest.fail(f"{problem}; MYHUG_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
+    pytest.skip(problem)
+
+
+def test_quick_run_loses_and_duplicates_nothing_and_reports_p99_per_page():
+    pg.require()
+    require_redis()
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load.py"), "--quick", "--json", "--postgres", pg.base_url()],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    [line] = completed.stdout.strip().splitlines()
+    result = json.loads(line)
+
+    assert (result["errors"], result["lost"], result["duplicated"]) == (0, 0, 0), result["detail"]
+    assert (result["one_node"]["errors"], result["one_node"]["lost"], result["one_node"]["duplicated"]) == (0, 0, 0)
+    for report in (result, result["one_node"]):
+        assert set(report["p99_ms"]) == set(PAGES)
+        assert all(isinstance(ms, float) and ms > 0 for ms in report["p99_ms"].values()), report["p99_ms"]
+    assert result["documents"] > 0
+    # Both nodes answered through nginx in the two-node run; one only behind the baseline address.
+    assert len(result["detail"]["two nodes"]["served_by_node"]) == 2
+    assert len(result["detail"]["one node"]["served_by_node"]) == 1
+    assert result["detail"]["two nodes"]["emails_sent"] > 0  # notifications left, and every one arrived once
