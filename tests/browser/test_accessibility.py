@@ -52,6 +52,8 @@ NOT_PAGES = {
     "enrol.form_pdf": "the enrolment form, a PDF",
     "physician.download": "the document's PDF, a download",
     "physician.view_pdf": "the document's PDF, shown by the browser's own viewer",
+    "admin.audit_csv": "the audit trail's export, a CSV download",
+    "admin.audit_fhir": "the audit trail's export, a FHIR JSON download",
     "hin.start": "redirects to HIN's login page, which is not ours",
 }
 # The DPI's FHIR API answers JSON to a machine, never a page.
@@ -205,6 +207,7 @@ def physician_pages(tour: Tour, page) -> None:
     )
     tour.visit(page, "/documents", "My documents")
     tour.visit(page, f"/documents/{delivery.public_id}", "a document")
+    tour.visit(page, f"/documents/{delivery.public_id}/historique", "a document's access history")
     tour.visit(page, "/patients", "My patients")
     tour.visit(page, "/profil", "My profile")
     tour.visit(page, "/profil/authentificateur", "authenticator app")
@@ -241,6 +244,9 @@ def validator_pages(tour: Tour, page) -> None:
 def administrator_pages(tour: Tour, page) -> None:
     transmitted = EnrollmentApplication.get(EnrollmentApplication.last_name == "Girard")
     message = OutboxMessage.select().order_by(OutboxMessage.id).first()
+    tour.visit(page, "/admin/", "operations dashboard")
+    tour.visit(page, "/admin/journal", "audit trail")
+    tour.visit(page, "/admin/journal?action=login", "audit trail, searched")
     tour.visit(page, "/admin/comptes", "accounts")
     tour.visit(page, f"/admin/comptes/{account('cdupont').public_id}", "an account")
     tour.visit(page, "/admin/inscriptions", "applications")
