@@ -183,7 +183,7 @@ def audit():
 
 
 # -- the exports ----------------------------------------------------------------------------------------------------
-def _start_export(export_format: str) -> tuple[JournalFilter, Iterator[list[AuditEvent]], int]:
+def _start_export(export_format: str) -> tuple[Iterator[list[AuditEvent]], int]:
     """Fix the selection (the events written until now), count it, record the export, and return its pages."""
     journal_filter, _problems = read_filter(AuditEvent.actions(), AuditEvent.outcomes())
     up_to_id = AuditEvent.last_id()
@@ -198,7 +198,7 @@ def _start_export(export_format: str) -> tuple[JournalFilter, Iterator[list[Audi
         rows=count,
         up_to_event=up_to_id,
     )
-    return journal_filter, AuditEvent.pages(query, EXPORT_PAGE_SIZE), count
+    return AuditEvent.pages(query, EXPORT_PAGE_SIZE), count
 
 
 def _filename(extension: str) -> str:
@@ -265,7 +265,7 @@ def csv_chunks(pages: Iterator[list[AuditEvent]]) -> Iterator[str]:
 @bp.get("/journal/export.csv")
 @permission_required(can_read_audit)
 def audit_csv():
-    _journal_filter, pages, _count = _start_export("csv")
+    pages, _count = _start_export("csv")
     return Response(
         stream_with_context(csv_chunks(pages)),
         mimetype="text/csv",
@@ -330,7 +330,7 @@ def bundle_chunks(pages: Iterator[list[AuditEvent]], count: int) -> Iterator[str
 @bp.get("/journal/export.json")
 @permission_required(can_read_audit)
 def audit_fhir():
-    _journal_filter, pages, count = _start_export("fhir")
+    pages, count = _start_export("fhir")
     return Response(
         stream_with_context(bundle_chunks(pages, count)),
         mimetype="application/fhir+json",
