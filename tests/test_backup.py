@@ -249,8 +249,8 @@ def test_backup_taken_while_documents_keep_arriving_is_consistent(cli, database,
 
 
 def test_a_blob_deleted_after_the_snapshot_is_still_in_the_backup(database, blob_dir, tmp_path):
-    """A preliminary PDF replaced in place is deleted from the store right after its replacement commits: if that
-    happens between the snapshot and the copy, the copy made before the snapshot is what the backup keeps."""
+    """A preliminary PDF replaced in place becomes an orphan, which the sweep deletes: if that happens between the
+    snapshot and the copy, the copy made before the snapshot is what the backup keeps."""
     documents.configure(str(blob_dir))
     dpi = Actor(Role.DPI)
     patient = documents.record_patient(system=LOAD_SYSTEM, value="P1", family_name="A", given_name="B", birth_date=None)
@@ -270,7 +270,8 @@ def test_a_blob_deleted_after_the_snapshot_is_still_in_the_backup(database, blob
     capture = backup.BlobCapture(blob_dir, folder / backup.BLOB_FOLDER, keyring.require())
     capture.before_snapshot()
     facts = backup.snapshot_database(database.url, folder / "database")
-    corrected = receive("corrected draft").blob_id  # after the snapshot: the first draft's file is deleted
+    corrected = receive("corrected draft").blob_id  # after the snapshot: the first draft's file is an orphan now
+    documents.sweep_orphan_blobs(blob_dir=str(blob_dir), now=utcnow() + documents.ORPHAN_MIN_AGE * 2)
     assert not (blob_dir / draft[:2] / draft).exists()
 
     blobs = capture.after_snapshot(facts.blob_ids)

@@ -451,7 +451,7 @@ def receive_document(
     if pdf is not None:
         _check_pdf(pdf)
     digest = hashlib.sha256(pdf).hexdigest() if pdf is not None else None
-    store, new_blob, old_blob = None, None, None
+    store, new_blob = None, None
     try:
         with db.atomic(), audit.batch():  # the document's events and its deliveries' chained in one append
             existing = Document.by_dpi_id(dpi_system, dpi_value)
@@ -469,7 +469,6 @@ def receive_document(
             if digest is not None and (existing is None or existing.sha256 != digest):
                 store = blob_store()
                 new_blob = store.put(pdf, blob_context(document))
-                old_blob = existing.blob_id if existing is not None else None
                 document.blob_id, document.sha256, document.size_bytes = new_blob, digest, len(pdf)
             document.type = document_type
             document.title = (title or "").strip() or document_type.name_fr
@@ -507,8 +506,8 @@ def receive_document(
         if new_blob is not None:
             store.delete(new_blob)  # the database never referred to it
         raise
-    if old_blob is not None and not db.in_transaction():
-        store.delete(old_blob)  # a preliminary PDF replaced in place; only once the new one is committed
+    # A preliminary PDF replaced in place is not deleted here: the orphan sweep removes it once no row refers to it.
+    # Deleting it now could take it from under a backup whose snapshot still names it (jobs/backup.py).
     return document, existing is None
 
 
