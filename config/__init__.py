@@ -97,6 +97,9 @@ class Config:
             "SECRET_KEY": secret_key,
             "DATA_KEY": decode_data_key(data_key),
             "DATABASE_URL": get("DATABASE_URL") or cls.default_database_url(instance),
+            # PostgreSQL: how long a connection is kept and reused by its process (models/db.py); 0 opens one per
+            # request.
+            "DATABASE_POOL_SECONDS": int(get("DATABASE_POOL_SECONDS", "300")),
             "BLOB_DIR": get("BLOB_DIR") or str(instance / "blobs"),
             "PUBLIC_URL": get("PUBLIC_URL", "http://127.0.0.1:5000"),
             # Mail (Flask-Mail reads MAIL_*).

@@ -140,7 +140,7 @@ def _open_database(app: Flask) -> None:
         return
     if url.startswith("sqlite:///") and url != "sqlite:///":
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    database = models.init_database(url)
+    database = models.init_database(url, app.config["DATABASE_POOL_SECONDS"])
     database.url = url  # how the next create_app knows (the tests' fixture marks its databases the same way)
 
 
