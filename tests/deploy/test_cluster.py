@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import prometheus_client.multiprocess  # noqa: F401  (see below)
 import pytest
 from gunicorn.config import KNOWN_SETTINGS
 
@@ -23,6 +24,10 @@ from deploy import cluster
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 TEMPLATE = (ROOT / "deploy" / "nginx.conf").read_text()
+
+
+# prometheus_client picks, once, at its first import, whether values live in files (PROMETHEUS_MULTIPROC_DIR set) or
+# in memory: imported above, before a test here sets that variable, so that later tests' metrics stay in memory.
 
 
 def layout(tmp_path, **fields) -> cluster.Layout:
