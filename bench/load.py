@@ -9,12 +9,15 @@ gunicorn nodes, one `flask jobs run`, a mail sink), in a scratch folder and a sc
    end) rather than by logging in: the password step costs one argon2id hash by design (~10 per second per core,
    measured by bench/login.py), SMS codes are limited per account and per address, and the login is not what this
    bench is about. One physician in ten asked for no e-mail; the others for one e-mail per batch of documents.
-2. Load, twice in the same run — first through nginx to both nodes, then through a second nginx address whose
-   upstream is the first node alone (the baseline) — for `--duration` seconds each:
+2. Load on two deployments in the same run, taking turns every `--slice` seconds (30) until each had `--duration`
+   seconds (300): through nginx to both nodes, and through a second nginx address whose upstream is the first node
+   alone (the baseline). Taking turns, not one after the other, because on a shared machine whatever else runs
+   comes and goes: both deployments see the same machine. Meanwhile:
    - `--physicians` simulated physicians, each looping: GET "Mes documents", open one of the documents listed (the
      first opening fires `consult`), view its PDF, GET "Mes patients", with a think time after each page
-     (uniform in `--think MIN MAX` seconds). A bounded asyncio client: one HTTP/1.1 connection pool per physician
-     (its own cookies, as a browser), so at most one request per physician in flight;
+     (uniform in `--think MIN MAX` seconds), each page from the deployment whose turn it is. A bounded asyncio
+     client: one HTTP/1.1 connection per physician and deployment (its own cookies, as a browser), so at most one
+     request per physician in flight;
    - the DPI sending `--rate` documents per second (open loop, at most 64 in flight; latency is counted from the
      scheduled instant, so a slow server cannot slow the clock down) with conditional updates
      `PUT /fhir/DocumentReference?identifier=…` — idempotent, so nginx may resend one to the other node and the DPI
@@ -26,14 +29,15 @@ gunicorn nodes, one `flask jobs run`, a mail sink), in a scratch folder and a sc
      unannounced once the jobs had time to notify: batch window + job periods), and e-mails the outbox recorded as
      sent that the mail server never received;
    - duplicated: two documents for one DPI identifier, two deliveries for one (document, physician), a delivery
-     notified twice, and e-mails received more often than the outbox sent them;
+     notified twice, and e-mails received more often than the outbox sent them (e-mails are counted for the whole
+     run — one jobs process announces both deployments' documents — and with the two-node figures);
    - latency p50/p95/p99 per page (goal: p99 < 300 ms on every page).
 
     python bench/load.py                  # 200 physicians, 20 documents/s, 300 s per deployment: a table
     python bench/load.py --json           # one JSON object: errors, lost, duplicated, p99_ms per page, …
     python bench/load.py --quick          # 20 physicians, 5 documents/s, 15 s (the test suite)
-    python bench/load.py --kill-during    # halfway through the two-node run: SIGKILL one node and the jobs leader
-    python bench/load.py --backup-during  # a third of the way: `flask backup create` (if that command exists)
+    python bench/load.py --kill-during    # halfway, in a two-node turn: SIGKILL one node and the jobs leader
+    python bench/load.py --backup-during  # two thirds of the way: `flask backup create` (if that command exists)
 
 Needs nginx, PostgreSQL and Redis on this machine: where one is missing it says which and exits 0 without measuring
 (`make bench` goes on). It is a measurement, not a test: it exits 0 when a goal is missed, and says "goal missed"
@@ -301,54 +305,100 @@ async def timed_get(client, phase: Phase, page: str, path: str):
     return answer if answer.status_code == 200 else None
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Which deployment the clients address at each instant. They take turns every `slice` seconds: on a machine
+    that other work shares, running one deployment after the other would compare that work's comings and goings
+    too (measured here: the load average went from 0.7 to 11 between two consecutive 5-minute runs)."""
+
+    start: float  # time.monotonic()
+    slice: float
+    deployments: int
+    seconds_each: float
+
+    @property
+    def end(self) -> float:
+        return self.start + self.deployments * self.seconds_each
+
+    def current(self, at: float) -> int:
+        return int((at - self.start) // self.slice) % self.deployments
+
+    def middle_of_a_slice_of(self, deployment: int, fraction: float) -> float:
+        """Seconds from the start to the middle of `deployment`'s slice nearest `fraction` of the run."""
+        n = int(fraction * (self.end - self.start) // self.slice)
+        n -= (n - deployment) % self.deployments
+        return n * self.slice + self.slice / 2
+
+
 async def physician(
-    n: int, token: str, base_url: str, context, phase: Phase, until: float, think: tuple[float, float]
+    n: int, token: str, addresses: Sequence[str], context, phases: Sequence[Phase], schedule: Schedule, think
 ) -> None:
-    """One physician's loop: Mes documents → a document → its PDF → Mes patients, thinking after each page."""
+    """One physician's loop: Mes documents → a document → its PDF → Mes patients, thinking after each page; each
+    page from the deployment whose turn it is (one connection to each, kept alive, as a browser keeps one)."""
     import httpx
 
     rng = random.Random(n)
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(
-        base_url=base_url, verify=context, cookies={"myhug_session": token}, limits=limits, timeout=30
-    ) as client:
-        await asyncio.sleep(rng.uniform(0, think[1]))  # arrivals spread, not 200 requests at the same instant
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=address, verify=context, cookies={"myhug_session": token}, limits=limits, timeout=30
+                )
+            )
+            for address in addresses
+        ]
+
+        async def get(page: str, path: str):
+            turn = schedule.current(time.monotonic())
+            return await timed_get(clients[turn], phases[turn], page, path)
 
         async def think_then_continue() -> bool:
             await asyncio.sleep(rng.uniform(*think))
-            return time.monotonic() < until
+            return time.monotonic() < schedule.end
 
-        while time.monotonic() < until:
-            listing = await timed_get(client, phase, "documents", "/documents")
+        await asyncio.sleep(rng.uniform(0, think[1]))  # arrivals spread, not 200 requests at the same instant
+        while time.monotonic() < schedule.end:
+            listing = await get("documents", "/documents")
             if not await think_then_continue():
                 return
             ids = DOCUMENT_LINK.findall(listing.text) if listing is not None else []
             if ids:
                 chosen = rng.choice(ids[:5])  # among the newest
-                await timed_get(client, phase, "document", f"/documents/{chosen}")
+                await get("document", f"/documents/{chosen}")
                 if not await think_then_continue():
                     return
-                await timed_get(client, phase, "pdf", f"/documents/{chosen}/voir")
+                await get("pdf", f"/documents/{chosen}/voir")
                 if not await think_then_continue():
                     return
-            await timed_get(client, phase, "patients", "/patients")
+            await get("patients", "/patients")
             if not await think_then_continue():
                 return
 
 
-async def dpi(base_url: str, token: str, context, phase: Phase, rate: float, until: float, physicians: int) -> None:
-    """The DPI: `rate` documents per second on a fixed schedule, each to the next stay in turn."""
+async def dpi(
+    addresses: Sequence[str], token: str, context, phases: Sequence[Phase], schedule: Schedule, rate: float,
+    physicians: int,
+) -> None:  # fmt: skip
+    """The DPI: `rate` documents per second on a fixed schedule, each to the next stay in turn, each through the
+    deployment whose turn it is at its scheduled instant (and named with that deployment's prefix)."""
     import httpx
 
     pdf = example_pdf()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": FHIR_JSON}
     limits = httpx.Limits(max_connections=DPI_IN_FLIGHT, max_keepalive_connections=DPI_IN_FLIGHT)
     in_flight = asyncio.Semaphore(DPI_IN_FLIGHT)
-    async with httpx.AsyncClient(
-        base_url=base_url, verify=context, headers=headers, limits=limits, timeout=30
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=address, verify=context, headers=headers, limits=limits, timeout=30)
+            )
+            for address in addresses
+        ]
 
         async def send(k: int, scheduled: float) -> None:
+            turn = schedule.current(scheduled)
+            phase, client = phases[turn], clients[turn]
             identifier, stay = f"{phase.prefix}{k:07d}", k % physicians
             body = json.dumps(document_reference(identifier, stay, pdf))
             path = f"/fhir/DocumentReference?identifier={DPI_DOCUMENTS}|{identifier}"
@@ -367,29 +417,37 @@ async def dpi(base_url: str, token: str, context, phase: Phase, rate: float, unt
                     if status not in (502, 503, 504):
                         break
             ok = status in (200, 201)
-            phase.record("dpi", time.perf_counter() - scheduled, status, ok, reason)
+            phase.record("dpi", time.monotonic() - scheduled, status, ok, reason)
             if ok:
                 phase.accepted[identifier] = stay
 
-        tasks, started, k = [], time.perf_counter(), 0
-        while time.monotonic() < until:
-            scheduled = started + k / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        tasks, k = [], 0
+        while (scheduled := schedule.start + k / rate) < schedule.end:
+            await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
             tasks.append(asyncio.create_task(send(k, scheduled)))
             k += 1
         await asyncio.gather(*tasks)
 
 
+async def sample_load_average(schedule: Schedule, samples: list[float]) -> None:
+    """The machine's 1-minute load average every 5 s: how much else ran beside the cluster."""
+    while time.monotonic() < schedule.end:
+        samples.append(os.getloadavg()[0])
+        await asyncio.sleep(5)
+
+
 async def run_load(
-    phase: Phase, base_url: str, tokens: Sequence[str], dpi_token: str, cafile: Path, args, disruptions
-) -> None:
+    phases: Sequence[Phase], addresses: Sequence[str], tokens: Sequence[str], dpi_token: str, cafile: Path, args,
+    schedule: Schedule, disruptions, load_samples: list[float],
+) -> None:  # fmt: skip
     context = ssl_context(cafile)
-    until = time.monotonic() + args.duration
-    workers = [
-        physician(n, token, base_url, context, phase, until, tuple(args.think)) for n, token in enumerate(tokens)
-    ]
+    think = tuple(args.think)
+    workers = [physician(n, token, addresses, context, phases, schedule, think) for n, token in enumerate(tokens)]
     await asyncio.gather(
-        dpi(base_url, dpi_token, context, phase, args.rate, until, len(tokens)), *workers, *disruptions
+        dpi(addresses, dpi_token, context, phases, schedule, args.rate, len(tokens)),
+        sample_load_average(schedule, load_samples),
+        *workers,
+        *disruptions,
     )
 
 
@@ -564,7 +622,7 @@ def drain(census: Census, phase: Phase, count: int, timeout: float) -> dict[str,
 
 
 def email_balance(before_sent: Counter, before_received: Counter, sent: Counter, received: Counter) -> dict[str, int]:
-    """Per recipient, e-mails the outbox recorded as sent vs e-mails the server received, over one phase."""
+    """Per recipient, e-mails the outbox recorded as sent vs e-mails the server received, between two counts."""
     lost = duplicated = 0
     for recipient in set(sent) | set(received):
         delta_sent = sent[recipient] - before_sent[recipient]
@@ -574,16 +632,20 @@ def email_balance(before_sent: Counter, before_received: Counter, sent: Counter,
     return {"lost": lost, "duplicated": duplicated, "sent": sum(sent.values()) - sum(before_sent.values())}
 
 
-def served_by_node(access_log: Path, since_line: int) -> tuple[Counter, int]:
-    """Upstream answers per node in nginx's log from line `since_line` on (a resent request names both)."""
+def log_lines(access_log: Path) -> list[str]:
+    return access_log.read_text().splitlines() if access_log.exists() else []
+
+
+def served_by_node(access_log: Path, since_line: int) -> Counter:
+    """Upstream answers per node in one of nginx's logs from line `since_line` on (a request resent to the other
+    node names both)."""
     nodes = Counter()
-    lines = access_log.read_text().splitlines() if access_log.exists() else []
-    for line in lines[since_line:]:
+    for line in log_lines(access_log)[since_line:]:
         match = re.search(r' upstream="([^"]*)"', line)
         if match:
             for address in match.group(1).split(","):
                 nodes[address.strip().rsplit(":", 1)[-1]] += 1
-    return nodes, len(lines)
+    return nodes
 
 
 # -- the run ----------------------------------------------------------------------------------------------------------
@@ -617,91 +679,96 @@ def run_phases(args, layout: cluster.Layout, settings: Mapping[str, str], dpi_to
     app = open_database(settings)
     tokens = physicians_with_sessions(app, args.physicians)
     census = Census(layout.database_url)
-    deployments = [
-        ("two nodes", layout.https_port, "LOAD-2N-"),
-        ("one node", layout.one_node_port, "LOAD-1N-"),
-    ]
+    phases = [Phase("two nodes", "LOAD-2N-"), Phase("one node", "LOAD-1N-")]
+    addresses = [f"https://127.0.0.1:{port}" for port in (layout.https_port, layout.one_node_port)]
+    logs = [layout.logs / "nginx-access.log", layout.logs / "nginx-access-one-node.log"]
     try:
         drain(census, Phase("set-up", "SETUP-"), args.physicians, timeout=drain_timeout(args, False))
         sent, received = census.emails_sent(), emails_received(layout.mail_dir)
-        access_log = layout.logs / "nginx-access.log"
-        _, log_line = served_by_node(access_log, 0)  # the set-up's requests are not the load's
-        phases = []
-        for number, (name, port, prefix) in enumerate(deployments):
-            phase = Phase(name, prefix)
-            disruptions = []
-            if number == 0 and args.kill_during:
-                disruptions.append(kill_node_and_leader(layout, settings, phase, args.duration / 2))
-            if number == 0 and args.backup_during:
-                disruptions.append(backup_during(layout, settings, phase, args.duration / 3))
-            progress(f"{name}: {args.duration:.0f} s of load on https://127.0.0.1:{port}")
-            started, client_cpu = time.time(), time.process_time()
-            asyncio.run(run_load(phase, f"https://127.0.0.1:{port}", tokens, dpi_token, cafile, args, disruptions))
-            phase.counts["client_cpu_s"] = round(time.process_time() - client_cpu, 1)
-            phase.counts["load_average_1min"] = round(os.getloadavg()[0], 2)
-            killed = "killed_at" in phase.counts
-            progress(f"{name}: draining (deliveries, notices, e-mails)")
+        log_starts = [len(log_lines(log)) for log in logs]  # the set-up's requests are not the load's
+        schedule = Schedule(time.monotonic() + 1, args.slice, len(phases), args.duration)
+        disruptions = []
+        if args.kill_during:
+            disruptions.append(
+                kill_node_and_leader(layout, settings, phases[0], schedule.middle_of_a_slice_of(0, 0.5) + 1)
+            )
+        if args.backup_during:
+            disruptions.append(backup_during(layout, settings, phases[0], 2 * args.duration / 3 + 1))
+        progress(
+            f"load: {args.duration:.0f} s on each deployment, taking turns every {args.slice:.0f} s: two nodes "
+            f"({addresses[0]}), one node ({addresses[1]})"
+        )
+        started, client_cpu, load_samples = time.time(), time.process_time(), []
+        asyncio.run(run_load(phases, addresses, tokens, dpi_token, cafile, args, schedule, disruptions, load_samples))
+        client_cpu = time.process_time() - client_cpu
+        killed = "killed_at" in phases[0].counts
+        progress("draining: deliveries, notices, e-mails")
+        for phase in phases:
             missing = drain(census, phase, args.physicians, drain_timeout(args, killed))
-            now_sent, now_received = census.emails_sent(), emails_received(layout.mail_dir)
-            emails = email_balance(sent, received, now_sent, now_received)
-            sent, received = now_sent, now_received
-            nodes, log_line = served_by_node(access_log, log_line)
             phase.counts.update(
                 lost_deliveries=missing["deliveries"],
                 lost_notifications=missing["notifications"],
-                lost_emails=emails["lost"],
                 outbox_still_busy=missing["outbox_busy"],
-                duplicated_documents=census.duplicate_documents(prefix),
+                duplicated_documents=census.duplicate_documents(phase.prefix),
                 duplicated_deliveries=sum(
-                    len(states) - 1 for states in census.deliveries(prefix).values() if len(states) > 1
+                    len(states) - 1 for states in census.deliveries(phase.prefix).values() if len(states) > 1
                 ),
-                duplicated_notifications=census.duplicate_notifications(prefix),
-                duplicated_emails=emails["duplicated"],
-                emails_sent=emails["sent"],
-                served_by_node=dict(nodes),
+                duplicated_notifications=census.duplicate_notifications(phase.prefix),
             )
-            if killed:
-                phase.counts["jobs_runs_after_kill_by_replacement"] = census.job_runs_by(":jobs-2", started)
-            phases.append(phase)
-        return report_payload(args, phases)
+        for phase, log, since in zip(phases, logs, log_starts, strict=True):
+            phase.counts["served_by_node"] = dict(served_by_node(log, since))
+        if killed:
+            phases[0].counts["jobs_runs_after_kill_by_replacement"] = census.job_runs_by(":jobs-2", started)
+        emails = email_balance(sent, received, census.emails_sent(), emails_received(layout.mail_dir))
+        machine = {
+            "cpus": os.cpu_count(),
+            "client_cpu_s": round(client_cpu, 1),
+            "load_average_mean": round(sum(load_samples) / max(1, len(load_samples)), 2),
+            "load_average_max": round(max(load_samples, default=0.0), 2),
+        }
+        return report_payload(args, phases, emails, machine)
     finally:
         census.close()
 
 
-def totals(phase: Phase) -> dict:
-    c = phase.counts
-    lost = c["lost_deliveries"] + c["lost_notifications"] + c["lost_emails"]
-    duplicated = (
-        c["duplicated_documents"] + c["duplicated_deliveries"] + c["duplicated_notifications"] + c["duplicated_emails"]
-    )
+def totals(phase: Phase, emails: Mapping[str, int] | None = None) -> dict:
+    """errors, lost, duplicated and p99 per page of one deployment; e-mails (sent by the one jobs process for both
+    deployments' documents) count with the deployment under test."""
+    c, emails = phase.counts, emails or {"lost": 0, "duplicated": 0}
     return {
         "errors": phase.error_count,
-        "lost": lost,
-        "duplicated": duplicated,
+        "lost": c["lost_deliveries"] + c["lost_notifications"] + emails["lost"],
+        "duplicated": (
+            c["duplicated_documents"]
+            + c["duplicated_deliveries"]
+            + c["duplicated_notifications"]
+            + emails["duplicated"]
+        ),
         "p99_ms": {page: round(phase.p(page, 99), 1) for page in PAGES},
+        "p95_ms": {page: round(phase.p(page, 95), 1) for page in PAGES},
+        "p50_ms": {page: round(phase.p(page, 50), 1) for page in PAGES},
+        "requests": {page: len(phase.latencies.get(page, [])) for page in PAGES},
+        "documents": len(phase.accepted),
+        "dpi_retries": phase.dpi_retries,
+        "detail": {k: v for k, v in phase.counts.items() if k not in ("killed_at", "backup")},
+        "error_kinds": {f"{page}:{reason}": n for (page, reason), n in sorted(phase.errors.items())},
     }
 
 
-def report_payload(args, phases: Sequence[Phase]) -> dict:
+def report_payload(args, phases: Sequence[Phase], emails: Mapping[str, int], machine: Mapping) -> dict:
     two, one = phases
-    payload = totals(two)
+    payload = totals(two, emails)
     payload.update(
         one_node=totals(one),
-        p50_ms={page: round(two.p(page, 50), 1) for page in PAGES},
-        p95_ms={page: round(two.p(page, 95), 1) for page in PAGES},
-        requests={page: len(two.latencies.get(page, [])) for page in PAGES},
-        documents=len(two.accepted),
+        emails=dict(emails),
+        machine=dict(machine),
         physicians=args.physicians,
         documents_per_s=args.rate,
         seconds=args.duration,
-        dpi_retries=two.dpi_retries,
-        detail={phase.name: {k: v for k, v in phase.counts.items() if k != "killed_at"} for phase in phases},
-        error_kinds={phase.name: {f"{p}:{r}": n for (p, r), n in phase.errors.items()} for phase in phases},
+        slice_seconds=args.slice,
         events=[f"t+{at:.0f} s: {text}" for at, text in sorted(two.events)],
         kill_during=bool(args.kill_during),
         backup_during=two.counts.get("backup"),
-        one_node_p50_ms={page: round(one.p(page, 50), 1) for page in PAGES},
-        one_node_p95_ms={page: round(one.p(page, 95), 1) for page in PAGES},
     )
     return payload
 
@@ -711,13 +778,19 @@ def ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{fmt_number(value)} ms"
 
 
+def nodes_text(served: Mapping[str, int]) -> str:
+    return ", ".join(f":{port} {count}" for port, count in sorted(served.items())) or "-"
+
+
 def print_report(r: dict) -> None:
+    one = r["one_node"]
     print(
         f"\nbench/load.py: {r['physicians']} physicians browsing while the DPI sends "
-        f"{fmt_number(r['documents_per_s'])} documents/s, {fmt_number(r['seconds'])} s per deployment, "
-        "through nginx (TLS) on PostgreSQL\n"
+        f"{fmt_number(r['documents_per_s'])} documents/s, through nginx (TLS) on PostgreSQL: two nodes and one node "
+        f"taking turns every {fmt_number(r['slice_seconds'])} s, {fmt_number(r['seconds'])} s each\n"
     )
-    columns = ("page", "2 nodes p50", "p95", "p99", "1 node p50", "p95", "p99", "goal p99", "met?")
+    columns = ("page (requests: 2 nodes / 1 node)", "2 nodes p50", "p95", "p99", "1 node p50", "p95", "p99",
+               "goal p99", "met?")  # fmt: skip
     rows, missed = [], []
     for page, label in PAGES.items():
         p99 = r["p99_ms"][page]
@@ -725,44 +798,46 @@ def print_report(r: dict) -> None:
         if not met:
             missed.append(f"{label} p99")
         rows.append([
-            f"{label} ×{r['requests'][page]}", ms(r["p50_ms"][page]), ms(r["p95_ms"][page]), ms(p99),
-            ms(r["one_node_p50_ms"][page]), ms(r["one_node_p95_ms"][page]), ms(r["one_node"]["p99_ms"][page]),
+            f"{label} ×{r['requests'][page]}/{one['requests'][page]}", ms(r["p50_ms"][page]), ms(r["p95_ms"][page]),
+            ms(p99), ms(one["p50_ms"][page]), ms(one["p95_ms"][page]), ms(one["p99_ms"][page]),
             f"< {fmt_number(GOAL_P99_MS)} ms", "yes" if met else "NO: goal missed",
         ])  # fmt: skip
     print(render_table(rows, columns))
     print()
-    two, one = r["detail"]["two nodes"], r["detail"]["one node"]
     rows = []
     for key, label in (("errors", "errors (after the DPI's retries)"), ("lost", "lost"), ("duplicated", "duplicated")):
         met = r[key] == 0
         if not met:
             missed.append(f"{key} (two nodes)")
-        rows.append([label, str(r[key]), str(r["one_node"][key]), "0", "yes" if met else "NO: goal missed"])
+        rows.append([label, str(r[key]), str(one[key]), "0", "yes" if met else "NO: goal missed"])
     for key in (
-        "lost_deliveries", "lost_notifications", "lost_emails", "duplicated_documents", "duplicated_deliveries",
-        "duplicated_notifications", "duplicated_emails", "emails_sent",
+        "lost_deliveries", "lost_notifications", "duplicated_documents", "duplicated_deliveries",
+        "duplicated_notifications",
     ):  # fmt: skip
-        rows.append([f"  {key.replace('_', ' ')}", str(two[key]), str(one[key]), "", ""])
-    rows.append(["documents accepted by the portal", str(r["documents"]), "", "", ""])
-    rows.append(["DPI retries (resent after 502/503/504 or a cut)", str(r["dpi_retries"]), "", "", ""])
-    served = ", ".join(f":{port} {count}" for port, count in sorted(two["served_by_node"].items()))
-    rows.append(["answers per node (nginx's log)", served, ", ".join(
-        f":{port} {count}" for port, count in sorted(one["served_by_node"].items())), "", ""])  # fmt: skip
+        rows.append([f"  {key.replace('_', ' ')}", str(r["detail"][key]), str(one["detail"][key]), "", ""])
+    emails = r["emails"]
+    rows.append(["  e-mails lost / duplicated (whole run)", f"{emails['lost']} / {emails['duplicated']}", "", "", ""])
+    rows.append(["e-mails sent (whole run, all received once?)", str(emails["sent"]), "", "", ""])
+    rows.append(["documents accepted by the portal", str(r["documents"]), str(one["documents"]), "", ""])
+    rows.append(["DPI retries (resent after 502/503/504 or a cut)", str(r["dpi_retries"]), str(one["dpi_retries"]),
+                 "", ""])  # fmt: skip
+    rows.append(["answers per node (nginx's logs)", nodes_text(r["detail"]["served_by_node"]),
+                 nodes_text(one["detail"]["served_by_node"]), "", ""])  # fmt: skip
     print(render_table(rows, ("count", "2 nodes", "1 node", "goal", "met?")))
     for event in r["events"]:
         print(f"  - {event}")
-    if "jobs_runs_after_kill_by_replacement" in two:
-        print(
-            f"  - job runs by the replacement jobs process after the kill: {two['jobs_runs_after_kill_by_replacement']}"
-        )
+    if "jobs_runs_after_kill_by_replacement" in r["detail"]:
+        runs = r["detail"]["jobs_runs_after_kill_by_replacement"]
+        print(f"  - job runs recorded by the replacement jobs process: {runs}")
+    machine = r["machine"]
     print(
-        f"  - the machine: {os.cpu_count()} CPUs shared by nginx, both nodes, PostgreSQL, the jobs and this client "
-        f"(which used {two['client_cpu_s']} s and {one['client_cpu_s']} s of CPU); load average at the end of each "
-        f"run: {two['load_average_1min']} and {one['load_average_1min']}"
+        f"  - the machine: {machine['cpus']} CPUs shared by nginx, both nodes, PostgreSQL, the jobs, this client "
+        f"({machine['client_cpu_s']} s of CPU) and whatever else ran: load average {machine['load_average_mean']} "
+        f"on average, {machine['load_average_max']} at most"
     )
-    for name, kinds in r["error_kinds"].items():
-        if kinds:
-            print(f"  - errors ({name}): {', '.join(f'{k} ×{n}' for k, n in sorted(kinds.items()))}")
+    for name, report in (("two nodes", r), ("one node", one)):
+        if report["error_kinds"]:
+            print(f"  - errors ({name}): {', '.join(f'{k} ×{n}' for k, n in report['error_kinds'].items())}")
     print(f"\ngoal missed: {'; '.join(missed)}" if missed else "\nall goals met")
 
 
@@ -778,18 +853,19 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--physicians", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="documents per second from the DPI")
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of load per deployment")
+    parser.add_argument("--slice", type=float, default=30.0, help="seconds before the deployments take turns")
     parser.add_argument("--think", type=float, nargs=2, default=(2.0, 8.0), metavar=("MIN", "MAX"))
     parser.add_argument("--notify-batch", type=int, default=120, help="MYHUG_NOTIFY_BATCH_SECONDS of the cluster")
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers per node (default: the conf's)")
     parser.add_argument("--quick", action="store_true", help="20 physicians, 5 documents/s, 15 s (the test suite)")
     parser.add_argument("--kill-during", action="store_true", help="SIGKILL node 2 and the jobs leader halfway")
-    parser.add_argument("--backup-during", action="store_true", help="`flask backup create` a third of the way in")
+    parser.add_argument("--backup-during", action="store_true", help="`flask backup create` two thirds of the way")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and database")
     parser.add_argument("--postgres", default=cluster.default_layout().postgres_url)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/2")
     if parser.parse_known_args(argv)[0].quick:  # smaller defaults; options given explicitly still win
-        parser.set_defaults(physicians=20, rate=5.0, duration=15.0, think=(0.5, 1.5), notify_batch=5)
+        parser.set_defaults(physicians=20, rate=5.0, duration=15.0, slice=5.0, think=(0.5, 1.5), notify_batch=5)
     args = parser.parse_args(argv)
     if args.physicians < 2:
         parser.error("--physicians: at least 2 (each stay designates two of them)")

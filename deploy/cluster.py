@@ -264,10 +264,12 @@ def render_site(layout: Layout, template: str, cert: Path, key: Path) -> str:
 
 
 def one_node_server(site: str, layout: Layout) -> str:
-    """The same server on another port, whose upstream is the first node alone: bench/load.py's baseline."""
+    """The same server on another port, whose upstream is the first node alone, with its own access log:
+    bench/load.py's baseline."""
     server = site[site.rindex("\nserver {") :]
     server = server.replace(f"listen 127.0.0.1:{layout.https_port} ", f"listen 127.0.0.1:{layout.one_node_port} ")
     server = server.replace("proxy_pass http://myhug;", "proxy_pass http://myhug_one_node;")
+    server = server.replace(str(layout.logs / "nginx-access.log"), str(layout.logs / "nginx-access-one-node.log"))
     port = layout.web_ports[0]
     return f"\nupstream myhug_one_node {{\n    server 127.0.0.1:{port};\n}}\n{server}"
 

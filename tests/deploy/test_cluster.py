@@ -116,6 +116,7 @@ def test_the_baseline_address_reaches_the_first_node_only(tmp_path):
     assert re.findall(r"server (127\.0\.0\.1:\d+)", one_node) == ["127.0.0.1:9001"]
     assert "listen 127.0.0.1:9444 ssl http2;" in one_node and "proxy_pass http://myhug_one_node;" in one_node
     assert site.count("proxy_pass http://myhug;") == 1
+    assert str(tmp_path / "cluster" / "logs" / "nginx-access-one-node.log") in one_node
 
 
 def test_a_changed_template_stops_the_rendering_instead_of_half_applying_it(tmp_path):
