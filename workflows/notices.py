@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from contextvars import ContextVar
 from zoneinfo import ZoneInfo
 
 from models import Delivery, NotificationMode, OutboxMessage, Physician, db, utcnow
@@ -89,24 +88,16 @@ def _queue_one(physician: Physician, now: dt.datetime, digest_due_at: dt.datetim
 
 
 # -- what the dispatcher does around sending a notice (workflows/outbox.py FollowUp) ------------------------------
-# The deliveries `_still_wanted` read for the notice being sent, handed to `_accepted` right after the send (one
-# read per notice, not two). Read before the send, they may be stale by then: `fire_many`'s compare-and-set says so.
-_just_read: ContextVar[tuple[int, list[Delivery]] | None] = ContextVar("notice_deliveries", default=None)
+def _still_wanted(message: OutboxMessage) -> list[Delivery]:
+    """The deliveries it announces still waiting in "Mes documents": none (cancelled) if every document was opened
+    or revoked meanwhile. The dispatcher hands them to `_accepted`."""
+    return Delivery.announced_by(message.id)
 
 
-def _still_wanted(message: OutboxMessage) -> bool:
-    """Not if every document it announces was opened or revoked meanwhile."""
-    deliveries = Delivery.announced_by(message.id)
-    _just_read.set((message.id, deliveries))
-    return bool(deliveries)
-
-
-def _accepted(message: OutboxMessage) -> None:
-    """The mail server took the notice: its deliveries still in "Mes documents" move to `notified` (one write
-    for all of them; if one was opened or revoked meanwhile, they are fired one by one instead)."""
-    read = _just_read.get()
-    _just_read.set(None)
-    deliveries = read[1] if read is not None and read[0] == message.id else Delivery.announced_by(message.id)
+def _accepted(message: OutboxMessage, deliveries: list[Delivery]) -> None:
+    """The mail server took the notice: its deliveries move to `notified` (one write for all of them). They were
+    read before the send; if one was opened or revoked since, `fire_many`'s compare-and-set refuses and they are
+    fired one by one instead."""
     for start in range(0, len(deliveries), CHUNK):
         chunk = deliveries[start : start + CHUNK]
         try:

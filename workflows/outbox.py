@@ -55,14 +55,16 @@ class FollowUp:
     """What a kind of message (its `related_type`) needs done around its sending, registered by the module that
     queues it (workflows/notices.py for "notification"):
 
-    - `still_wanted(message)`: asked right before sending; False → the message is CANCELLED, not sent;
-    - `sent(message)`: in the same transaction that records the server's acceptance (deliveries → notified);
+    - `still_wanted(message)`: asked right before sending; falsy → the message is CANCELLED, not sent; else what
+      it read is handed to `sent` (the rows a notice announces: read once per message, not twice);
+    - `sent(message, wanted)`: in the same transaction that records the server's acceptance (deliveries →
+      notified), with what `still_wanted` returned;
     - `refused(message, error)`: after a permanent refusal (SMTP 5xx: a hard bounce), in the transaction that
       parks the message as dead.
     """
 
-    still_wanted: Callable[[OutboxMessage], bool] = lambda message: True
-    sent: Callable[[OutboxMessage], None] = lambda message: None
+    still_wanted: Callable[[OutboxMessage], object] = lambda message: True
+    sent: Callable[[OutboxMessage, object], None] = lambda message, wanted: None
     refused: Callable[[OutboxMessage, str], None] = lambda message, error: None
 
 
@@ -269,13 +271,13 @@ def _failed(message: OutboxMessage, worker: str, after: FollowUp, exc: MailError
     return _OUTCOME[status]
 
 
-def _accepted(message: OutboxMessage, worker: str, after: FollowUp, *, keep_body: bool) -> str:
+def _accepted(message: OutboxMessage, worker: str, after: FollowUp, wanted, *, keep_body: bool) -> str:
     """The server took the message: mark it sent and run its follow-up in one transaction."""
     try:
         with db.atomic():
             if not mark_sent(message, worker, keep_body=keep_body):
                 return "skipped"  # our lease ran out and another run holds the row now
-            after.sent(message)
+            after.sent(message, wanted)
     except Exception:
         log.exception("outbox %s (%s): the follow-up of a sent message failed; retried", message.id, message.template)
         return _OUTCOME[mark_failed(message, worker, "sent, but its follow-up failed", permanent=False)]
@@ -288,7 +290,8 @@ def _deliver(message: OutboxMessage, worker: str, send_email, sms_backend) -> st
         give_back(message, worker)
         return "skipped"
     after = follow_up(message)
-    if not after.still_wanted(message):
+    wanted = after.still_wanted(message)
+    if not wanted:
         return "cancelled" if mark_cancelled(message, worker) else "skipped"
     try:
         if message.channel == "email":
@@ -301,7 +304,7 @@ def _deliver(message: OutboxMessage, worker: str, send_email, sms_backend) -> st
         log.exception("outbox %s (%s): unexpected error while sending", message.id, message.template)
         return "dead" if mark_dead(message, worker, f"unexpected error: {type(exc).__name__}") else "skipped"
     keep_body = _keeps_bodies(sms_backend if message.channel == "sms" else send_email)
-    return _accepted(message, worker, after, keep_body=keep_body)
+    return _accepted(message, worker, after, wanted, keep_body=keep_body)
 
 
 def dispatch_due(*, send_email, sms_backend, worker: str | None = None, limit: int = 500) -> Counter:

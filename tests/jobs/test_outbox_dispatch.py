@@ -193,10 +193,10 @@ def test_a_message_no_longer_wanted_is_cancelled_not_sent(database, tmp_path, sm
 def test_the_sent_hook_runs_in_the_transaction_that_marks_the_message_sent(database, tmp_path, smtp_server, follow_ups):
     app = make_app(database, tmp_path, smtp_server)
     message = email(related_type="test", related_id=1)
-    seen = follow_ups(sent=lambda m: seen.setdefault("status inside", stored(m).status))
+    seen = follow_ups(sent=lambda m, wanted: seen.setdefault("status inside", stored(m).status))
     with app.app_context():
         assert dispatch_outbox(app.config) == {"sent": 1}
-    assert seen["status inside"] == "sent" and [m.id for (m,) in seen["sent"]] == [message.id]
+    assert seen["status inside"] == "sent" and [m.id for (m, _) in seen["sent"]] == [message.id]
 
 
 def test_a_failing_sent_hook_rolls_back_the_sent_mark_so_the_message_is_retried(
@@ -206,7 +206,7 @@ def test_a_failing_sent_hook_rolls_back_the_sent_mark_so_the_message_is_retried(
     message = email(related_type="test", related_id=1)
     broken = {"yes": True}
 
-    def sent(m):
+    def sent(m, wanted):
         OutboxMessage.update(subject="written by the hook").where(OutboxMessage.id == m.id).execute()
         if broken["yes"]:
             raise RuntimeError("the follow-up failed")
