@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import sys
@@ -157,3 +158,21 @@ def submit_application(database):
         return app
 
     return submit
+
+
+@contextlib.contextmanager
+def statements():
+    """The SQL statements the database receives while the block runs (a page's query count staying constant)."""
+    seen: list[str] = []
+    database = models.db.obj
+    real = database.execute_sql
+
+    def spy(sql, params=None, *args, **kwargs):
+        seen.append(sql)
+        return real(sql, params, *args, **kwargs)
+
+    database.execute_sql = spy
+    try:
+        yield seen
+    finally:
+        del database.execute_sql

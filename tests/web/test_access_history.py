@@ -10,6 +10,7 @@ import pytest
 from models import AuditEvent, Delivery, Designation, Document, DocumentType, Patient, Role, Stay
 from security import audit, sessions
 from security.encryption import BlobStore, keyring
+from tests.conftest import statements
 from web import demo
 from workflows import DELIVERY, SYSTEM, engine
 from workflows.delivery import advance
@@ -160,24 +161,13 @@ def test_only_physicians_have_a_history_page(client, login_as, physician_client,
 
 
 def test_the_page_costs_the_same_queries_for_a_long_history(physician_client, deliver):
-    from models import db
 
     client, account = physician_client()
     delivery = deliver(account.physician)
 
     def queries() -> int:
-        seen = []
-        real = db.obj.execute_sql
-
-        def spy(sql, params=None, *args, **kwargs):
-            seen.append(sql)
-            return real(sql, params, *args, **kwargs)
-
-        db.obj.execute_sql = spy
-        try:
+        with statements() as seen:
             assert client.get(f"/documents/{delivery.public_id}/historique").status_code == 200
-        finally:
-            del db.obj.execute_sql
         return len(seen)
 
     few = queries()

@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from models import Account, AuditEvent, OutboxMessage, Role, Session, TransitionLog, db
+from models import Account, AuditEvent, OutboxMessage, Role, Session, TransitionLog
 from security import sessions
+from tests.conftest import statements
 from workflows import ACCOUNT, SYSTEM, engine
 
 from .conftest import csrf_token_in
@@ -186,18 +187,8 @@ def test_list_runs_the_same_number_of_queries_for_any_page_size(client, login_as
     login_as(Role.ADMINISTRATOR)
 
     def queries() -> int:
-        seen = []
-        real = db.obj.execute_sql
-
-        def spy(sql, params=None, *args, **kwargs):
-            seen.append(sql)
-            return real(sql, params, *args, **kwargs)
-
-        db.obj.execute_sql = spy
-        try:
+        with statements() as seen:
             page(client, "/admin/comptes")
-        finally:
-            del db.obj.execute_sql
         return len(seen)
 
     make_account(Role.PHYSICIAN, physician=make_physician())

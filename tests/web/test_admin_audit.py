@@ -15,6 +15,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from models import Account, AuditEvent, Role, db
 from security import audit
+from tests.conftest import statements
 from web import admin_audit
 from workflows import ACCOUNT, Actor, engine
 
@@ -172,18 +173,8 @@ def test_pages_cost_the_same_queries_whatever_their_length(client, login_as, mak
     _client, physician = physician_client()
 
     def queries(query: str = "") -> int:
-        seen = []
-        real = db.obj.execute_sql
-
-        def spy(sql, params=None, *args, **kwargs):
-            seen.append(sql)
-            return real(sql, params, *args, **kwargs)
-
-        db.obj.execute_sql = spy
-        try:
+        with statements() as seen:
             journal(client, query)
-        finally:
-            del db.obj.execute_sql
         return len(seen)
 
     deliver(physician.physician)

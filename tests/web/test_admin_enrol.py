@@ -12,9 +12,10 @@ import pytest
 import time_machine
 
 import models
-from models import Account, AuditEvent, EnrollmentApplication, OutboxMessage, Role, TransitionLog, db
+from models import Account, AuditEvent, EnrollmentApplication, OutboxMessage, Role, TransitionLog
 from security import audit
 from security.encryption import BlobStore, keyring
+from tests.conftest import statements
 from tests.workflows.test_enrollment import applicant, email_token
 from workflows import ENROLLMENT, Actor, engine
 
@@ -266,18 +267,8 @@ def test_list_runs_the_same_number_of_queries_for_any_number_of_applications(
     login_as(Role.ADMINISTRATOR)
 
     def queries() -> int:
-        seen = []
-        real = db.obj.execute_sql
-
-        def spy(sql, params=None, *args, **kwargs):
-            seen.append(sql)
-            return real(sql, params, *args, **kwargs)
-
-        db.obj.execute_sql = spy
-        try:
+        with statements() as seen:
             page(client, "/admin/inscriptions")
-        finally:
-            del db.obj.execute_sql
         return len(seen)
 
     def add(n: int) -> None:

@@ -11,6 +11,7 @@ import time_machine
 
 from models import Account, AuditEvent, Delivery, DpiClient, JobRun, OutboxMessage, Role, db, utcnow
 from security import audit
+from tests.conftest import statements
 from web.auth import landing_url
 from web.fhir import create_client, revoke_client
 from workflows import ACCOUNT, WORKFLOWS, Actor, engine
@@ -219,18 +220,8 @@ def test_the_page_costs_the_same_queries_whatever_the_volume(client, login_as, m
     login_as(Role.ADMINISTRATOR)
 
     def queries() -> int:
-        seen = []
-        real = db.obj.execute_sql
-
-        def spy(sql, params=None, *args, **kwargs):
-            seen.append(sql)
-            return real(sql, params, *args, **kwargs)
-
-        db.obj.execute_sql = spy
-        try:
+        with statements() as seen:
             page(client)
-        finally:
-            del db.obj.execute_sql
         return len(seen)
 
     def more():

@@ -12,7 +12,8 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.practitionerrole import PractitionerRole
 
-from models import Account, Delivery, Document, Patient, PhysicianSpecialty, Role, Specialty, db, is_postgres
+from models import Account, Delivery, Document, Patient, PhysicianSpecialty, Role, Specialty, is_postgres
+from tests.conftest import statements
 from web.fhir import create_client
 from web.fhir_directory import AUDIT_SUBTYPE_SYSTEM, SPECIALTY_SYSTEM
 from web.fhir_resources import fhir_id
@@ -127,18 +128,8 @@ def test_practitioner_writes_still_reach_the_api(api):
 
 def test_the_directory_costs_a_constant_number_of_queries(api, make_physician, make_account):
     def queries(path: str) -> int:
-        seen = []
-        real = db.obj.execute_sql
-
-        def spy(sql, params=None, *args, **kwargs):
-            seen.append(sql)
-            return real(sql, params, *args, **kwargs)
-
-        db.obj.execute_sql = spy
-        try:
+        with statements() as seen:
             search(api, path)
-        finally:
-            del db.obj.execute_sql
         return len(seen)
 
     make_account(Role.PHYSICIAN, physician=make_physician())
@@ -299,18 +290,8 @@ def test_what_the_physician_opens_views_and_downloads_is_listed_by_gln(api, cons
 
 def test_the_trace_costs_a_constant_number_of_queries(api, consulted):
     def queries(path: str) -> int:
-        seen = []
-        real = db.obj.execute_sql
-
-        def spy(sql, params=None, *args, **kwargs):
-            seen.append(sql)
-            return real(sql, params, *args, **kwargs)
-
-        db.obj.execute_sql = spy
-        try:
+        with statements() as seen:
             search(api, path)
-        finally:
-            del db.obj.execute_sql
         return len(seen)
 
     assert queries("/fhir/AuditEvent?_count=1") == queries("/fhir/AuditEvent") == 2  # the token; the page
