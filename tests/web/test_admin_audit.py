@@ -13,7 +13,7 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
 from fhir.resources.R4B.bundle import Bundle
 
-from models import Account, AuditEvent, Role, db
+from models import Account, AuditEvent, Role
 from security import audit
 from tests.conftest import statements
 from web import admin_audit
@@ -344,18 +344,8 @@ def test_a_large_export_is_read_page_by_page(client, login_as, monkeypatch):
         ("/admin/journal/export.csv?action=login.success", lambda body: len(read_csv(body)) - 1),
         ("/admin/journal/export.json?action=login.success", lambda body: len(json.loads(body.get_data())["entry"])),
     ):
-        seen = []
-        real = db.obj.execute_sql
-
-        def spy(sql, params=None, *args, _seen=seen, _real=real, **kwargs):
-            _seen.append(sql)
-            return _real(sql, params, *args, **kwargs)
-
-        db.obj.execute_sql = spy
-        try:
+        with statements() as seen:
             assert count_rows(client.get(path)) == 3_000
-        finally:
-            del db.obj.execute_sql
         pages = [sql for sql in seen if '"at" DESC' in sql]  # the export's reads, newest first
         assert len(pages) == 7  # six full pages, then an empty one that says it is over
         assert all(re.search(r"LIMIT \S+$", sql) for sql in pages)

@@ -22,9 +22,9 @@ from models import (
     Role,
     Specialty,
     TransitionLog,
-    db,
     gln_with_check_digit,
 )
+from tests.conftest import statements
 from workflows import Actor, documents
 
 from .conftest import csrf_token_in
@@ -134,22 +134,6 @@ def nothing_written():
     before = written()
     yield
     assert written() == before
-
-
-@contextmanager
-def counted_queries():
-    seen: list[str] = []
-    real = db.obj.execute_sql
-
-    def spy(sql, params=None, *args, **kwargs):
-        seen.append(sql)
-        return real(sql, params, *args, **kwargs)
-
-    db.obj.execute_sql = spy
-    try:
-        yield seen
-    finally:
-        del db.obj.execute_sql
 
 
 def post_form(client, page: str, action: str, data: dict, headers=None):
@@ -285,11 +269,11 @@ def test_patients_are_found_by_name_or_dpi_number(client, clinician, hospital):
 
 def test_a_search_shows_at_most_50_patients_in_a_constant_number_of_queries(client, clinician, hospital):
     hospital.patient("Favre", "Un")
-    with counted_queries() as few:
+    with statements() as few:
         client.get("/clinique?q=Favre")
     for n in range(55):
         hospital.patient("Favre", f"Patient{n}")
-    with counted_queries() as many:
+    with statements() as many:
         html = client.get("/clinique?q=Favre", headers=EN).get_data(as_text=True)
     assert len(re.findall(r'<tr id="patient-', html)) == 50
     assert "Only the first 50 are shown" in html
@@ -327,14 +311,14 @@ def test_the_patient_page_runs_a_constant_number_of_queries(client, clinician, h
     stay = hospital.stay(patient)
     hospital.designate(stay, hospital.physician())
     hospital.document(stay)
-    with counted_queries() as few:
+    with statements() as few:
         assert client.get(f"/clinique/patients/{patient.public_id}").status_code == 200
     for n in range(4):
         stay = hospital.stay(patient, started=dt.datetime(2023, 1, n + 1))
         for _ in range(2):
             hospital.designate(stay, hospital.physician(specialties=("neurology", "cardiology")))
             hospital.document(stay)
-    with counted_queries() as many:
+    with statements() as many:
         assert client.get(f"/clinique/patients/{patient.public_id}").status_code == 200
     assert len(many) == len(few)
 
@@ -506,11 +490,11 @@ def test_the_directory_links_back_to_the_stay_or_the_document(client, clinician,
 
 def test_physician_search_runs_a_constant_number_of_queries(client, clinician, hospital):
     hospital.physician("Vuilleumier")
-    with counted_queries() as few:
+    with statements() as few:
         client.get("/clinique/medecins?q=Vuilleumier")
     for _ in range(8):
         hospital.physician("Vuilleumier", specialties=("cardiology", "neurology"))
-    with counted_queries() as many:
+    with statements() as many:
         client.get("/clinique/medecins?q=Vuilleumier")
     assert len(many) == len(few)
 
