@@ -37,7 +37,8 @@ gunicorn nodes, one `flask jobs run`, a mail sink), in a scratch folder and a sc
     python bench/load.py --json           # one JSON object: errors, lost, duplicated, p99_ms per page, …
     python bench/load.py --quick          # 20 physicians, 5 documents/s, 15 s (the test suite)
     python bench/load.py --kill-during    # halfway, in a two-node turn: SIGKILL one node and the jobs leader
-    python bench/load.py --backup-during  # two thirds of the way: `flask backup create` (if that command exists)
+    python bench/load.py --backup-during  # two thirds of the way: `flask backup create`; after the drain, restored
+                                          # into a fresh database and checked (audit verify, counts, every PDF)
 
 Needs nginx, PostgreSQL and Redis on this machine: where one is missing it says which and exits 0 without measuring
 (`make bench` goes on). It is a measurement, not a test: it exits 0 when a goal is missed, and says "goal missed"
@@ -49,7 +50,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import email.parser
+import hashlib
 import json
 import math
 import os
@@ -469,22 +472,10 @@ async def kill_node_and_leader(layout: cluster.Layout, settings: Mapping[str, st
     phase.events.append((after + RESTART_DELAY_SECONDS, "replacement jobs process jobs-2 started"))
 
 
-def backup_command_exists(settings: Mapping[str, str]) -> bool:
-    try:
-        cluster.flask(settings, "backup", "--help")
-    except cluster.ClusterError:
-        return False
-    return True
-
-
 async def backup_during(layout: cluster.Layout, settings: Mapping[str, str], phase: Phase, after: float):
-    """`flask backup create` while the load runs (the command comes with the backups of issue 7; skipped with a note
-    where it does not exist yet)."""
+    """`flask backup create` while the load runs; the folder it wrote is restored and checked after the drain
+    (`restore_and_check`)."""
     await asyncio.sleep(after)
-    if not await asyncio.to_thread(backup_command_exists, settings):
-        phase.events.append((after, "--backup-during: no `flask backup create` command here: skipped"))
-        phase.counts["backup"] = {"ok": None, "seconds": None, "note": "command absent"}
-        return
     started = time.perf_counter()
     try:
         output = await asyncio.to_thread(cluster.flask, settings, "backup", "create", str(layout.root / "backups"))
@@ -493,8 +484,92 @@ async def backup_during(layout: cluster.Layout, settings: Mapping[str, str], pha
         phase.counts["backup"] = {"ok": False, "seconds": time.perf_counter() - started, "note": str(error)[-500:]}
         return
     seconds = time.perf_counter() - started
+    folder = re.search(r"backup written: (\S+)", output).group(1)
     phase.events.append((after, f"flask backup create took {seconds:.1f} s under load"))
-    phase.counts["backup"] = {"ok": True, "seconds": seconds, "note": output.strip().splitlines()[0] if output else ""}
+    phase.counts["backup"] = {"ok": True, "seconds": round(seconds, 2), "folder": folder}
+
+
+def restore_and_check(layout: cluster.Layout, settings: Mapping[str, str], live: Census, folder: str) -> dict:
+    """Restore the backup taken under load into a fresh database and blob folder, then check it independently of
+    the restore's own checks: `flask audit verify` on the restored database, in its own process; the rows of every
+    table against the manifest; the restored audit trail is the live one up to the backup's head (same hash at that
+    event, same number of events before it), so nothing the backup held was lost or changed; every document's PDF
+    decrypts with the data key and matches its SHA-256."""
+    from config import decode_data_key
+    from security.encryption import BlobStore
+
+    target = dataclasses.replace(layout, database=f"{layout.database}_restored")
+    blob_dir = layout.root / "restored-blobs"
+    cluster.drop_database(target)
+    cluster.create_database(target)
+    url = target.database_url
+    checks = {"restored": False}
+    try:
+        started = time.perf_counter()
+        try:
+            cluster.flask(settings, "backup", "restore", folder, "--blob-dir", str(blob_dir),
+                          MYHUG_RESTORE_DATABASE_URL=url)  # fmt: skip
+        except cluster.ClusterError as error:
+            return {**checks, "problems": [str(error)[-1000:]]}
+        checks.update(restored=True, restore_seconds=round(time.perf_counter() - started, 2))
+        try:
+            verified = cluster.flask(settings, "audit", "verify", MYHUG_DATABASE_URL=url, MYHUG_BLOB_DIR=str(blob_dir))
+            checks["audit_verify"] = verified.strip().splitlines()[-1]
+        except cluster.ClusterError as error:
+            checks["audit_verify"] = f"FAILED: {str(error).splitlines()[-1]}"
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        restored = Census(url)
+        try:
+            rows = {table: restored.rows(f'SELECT COUNT(*) FROM "{table}"')[0][0] for table in manifest["tables"]}
+            head = manifest["audit_head"]
+            documents = restored.rows("SELECT public_id, blob_id, sha256 FROM document WHERE blob_id IS NOT NULL")
+        finally:
+            restored.close()
+        checks["tables_differing"] = {
+            table: {"manifest": expected, "restored": rows[table]}
+            for table, expected in manifest["tables"].items()
+            if rows[table] != expected
+        }
+        checks["rows"] = sum(rows.values())
+        [(live_hash, live_before)] = live.rows(
+            "SELECT (SELECT hash FROM audit_event WHERE id = %s), (SELECT COUNT(*) FROM audit_event WHERE id <= %s)",
+            (head["id"], head["id"]),
+        )
+        checks["audit_head_id"] = head["id"]
+        checks["audit_prefix_of_live"] = live_hash == head["hash"] and live_before == rows["audit_event"]
+        store, unreadable = BlobStore(blob_dir, decode_data_key(settings["MYHUG_DATA_KEY"])), 0
+        for public_id, blob_id, sha256 in documents:
+            try:
+                pdf = store.get(blob_id, f"document:{public_id}")  # workflows.documents.blob_context
+            except Exception:  # missing, or not decryptable with the key: the document would be lost
+                unreadable += 1
+                continue
+            unreadable += hashlib.sha256(pdf).hexdigest() != sha256
+        checks.update(documents=len(documents), documents_unreadable=unreadable)
+        return checks
+    finally:
+        cluster.drop_database(target)
+
+
+def backup_problems(backup: Mapping | None) -> list[str]:
+    """Why the backup taken under load (if one was asked for) does not count as restored and consistent."""
+    if backup is None:
+        return []
+    if not backup.get("ok"):
+        return ["the backup under load failed"]
+    checks = backup.get("restore") or {}
+    problems = list(checks.get("problems", []))
+    if not checks.get("restored"):
+        return problems or ["the backup was not restored"]
+    if not str(checks.get("audit_verify", "")).startswith("audit trail intact"):
+        problems.append(f"audit verify on the restored database: {checks.get('audit_verify')}")
+    if checks["tables_differing"]:
+        problems.append(f"row counts differ from the manifest: {checks['tables_differing']}")
+    if not checks["audit_prefix_of_live"]:
+        problems.append("the restored audit trail is not the live one up to the backup's head")
+    if checks["documents_unreadable"]:
+        problems.append(f"{checks['documents_unreadable']} restored PDFs missing or unreadable")
+    return problems
 
 
 # -- counting -------------------------------------------------------------------------------------------------------
@@ -693,7 +768,7 @@ def run_phases(args, layout: cluster.Layout, settings: Mapping[str, str], dpi_to
                 kill_node_and_leader(layout, settings, phases[0], schedule.middle_of_a_slice_of(0, 0.5) + 1)
             )
         if args.backup_during:
-            disruptions.append(backup_during(layout, settings, phases[0], 2 * args.duration / 3 + 1))
+            disruptions.append(backup_during(layout, settings, phases[0], 2 * len(phases) * args.duration / 3 + 1))
         progress(
             f"load: {args.duration:.0f} s on each deployment, taking turns every {args.slice:.0f} s: two nodes "
             f"({addresses[0]}), one node ({addresses[1]})"
@@ -719,6 +794,10 @@ def run_phases(args, layout: cluster.Layout, settings: Mapping[str, str], dpi_to
             phase.counts["served_by_node"] = dict(served_by_node(log, since))
         if killed:
             phases[0].counts["jobs_runs_after_kill_by_replacement"] = census.job_runs_by(":jobs-2", started)
+        backup = phases[0].counts.get("backup")
+        if backup and backup["ok"]:
+            progress("restoring the backup taken under load into a fresh database, and checking it")
+            backup["restore"] = restore_and_check(layout, settings, census, backup["folder"])
         emails = email_balance(sent, received, census.emails_sent(), emails_received(layout.mail_dir))
         machine = {
             "cpus": os.cpu_count(),
@@ -769,6 +848,7 @@ def report_payload(args, phases: Sequence[Phase], emails: Mapping[str, int], mac
         events=[f"t+{at:.0f} s: {text}" for at, text in sorted(two.events)],
         kill_during=bool(args.kill_during),
         backup_during=two.counts.get("backup"),
+        backup_problems=backup_problems(two.counts.get("backup")),
     )
     return payload
 
@@ -780,6 +860,21 @@ def ms(value: float) -> str:
 
 def nodes_text(served: Mapping[str, int]) -> str:
     return ", ".join(f":{port} {count}" for port, count in sorted(served.items())) or "-"
+
+
+def print_backup(backup: Mapping, problems: Sequence[str]) -> None:
+    checks = backup.get("restore") or {}
+    if checks.get("restored"):
+        print(
+            f"  - the backup taken under load ({fmt_number(backup['seconds'])} s), restored into a fresh database in "
+            f"{fmt_number(checks['restore_seconds'])} s: {checks['audit_verify']} (`flask audit verify`, head at event "
+            f"{checks['audit_head_id']}, the live trail's own up to there: "
+            f"{'yes' if checks['audit_prefix_of_live'] else 'NO'}); {checks['rows']} rows, "
+            f"{len(checks['tables_differing'])} tables differing from the manifest; {checks['documents']} PDFs "
+            f"decrypted, {checks['documents_unreadable']} unreadable"
+        )
+    for problem in problems:
+        print(f"  - BACKUP: {problem}")
 
 
 def print_report(r: dict) -> None:
@@ -826,6 +921,10 @@ def print_report(r: dict) -> None:
     print(render_table(rows, ("count", "2 nodes", "1 node", "goal", "met?")))
     for event in r["events"]:
         print(f"  - {event}")
+    if r["backup_during"] is not None:
+        print_backup(r["backup_during"], r["backup_problems"])
+        if r["backup_problems"]:
+            missed.append("backup restored and consistent")
     if "jobs_runs_after_kill_by_replacement" in r["detail"]:
         runs = r["detail"]["jobs_runs_after_kill_by_replacement"]
         print(f"  - job runs recorded by the replacement jobs process: {runs}")
@@ -859,7 +958,11 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers per node (default: the conf's)")
     parser.add_argument("--quick", action="store_true", help="20 physicians, 5 documents/s, 15 s (the test suite)")
     parser.add_argument("--kill-during", action="store_true", help="SIGKILL node 2 and the jobs leader halfway")
-    parser.add_argument("--backup-during", action="store_true", help="`flask backup create` two thirds of the way")
+    parser.add_argument(
+        "--backup-during",
+        action="store_true",
+        help="`flask backup create` two thirds of the way; restored and checked after the drain",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and database")
     parser.add_argument("--postgres", default=cluster.default_layout().postgres_url)

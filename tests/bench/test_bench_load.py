@@ -1,4 +1,5 @@
-"""bench/load.py --quick runs a real two-node cluster end to end and prints the JSON its issue promises.
+"""bench/load.py --quick runs a real two-node cluster end to end and prints the JSON its issue promises, with a backup
+taken under the load, restored into a fresh database and checked.
 
 No timing assertions: the latencies are only checked to be there. What is checked is what must hold at any speed:
 no error, nothing lost, nothing duplicated, and both nodes served in the two-node run, one in the baseline.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import load
 from deploy import cluster
 from tests import pg
 
@@ -46,7 +48,15 @@ def test_quick_run_loses_and_duplicates_nothing_and_reports_p99_per_page():
     pg.require()
     require(cluster.redis_problem("redis://127.0.0.1:6379/2"), required=pg.required())
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "load.py"), "--quick", "--json", "--postgres", pg.base_url()],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "load.py"),
+            "--quick",
+            "--backup-during",
+            "--json",
+            "--postgres",
+            pg.base_url(),
+        ],
         cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
         capture_output=True,
@@ -68,3 +78,46 @@ def test_quick_run_loses_and_duplicates_nothing_and_reports_p99_per_page():
     assert len(result["detail"]["served_by_node"]) == 2
     assert len(result["one_node"]["detail"]["served_by_node"]) == 1
     assert result["emails"]["sent"] > 0  # notifications left, and every one arrived once (lost, duplicated: 0)
+
+    # The backup taken under load restored into a fresh database: `audit verify` passed in its own process, every
+    # table has the manifest's rows, the trail is the live one up to the backup's head, every PDF decrypts.
+    backup = result["backup_during"]
+    assert backup["ok"] and result["backup_problems"] == [], (backup, result["backup_problems"])
+    restored = backup["restore"]
+    assert restored["audit_verify"].startswith("audit trail intact")
+    assert restored["tables_differing"] == {} and restored["audit_prefix_of_live"]
+    assert restored["documents"] > 0 and restored["documents_unreadable"] == 0
+
+
+RESTORED = {
+    "restored": True,
+    "restore_seconds": 1.0,
+    "audit_verify": "audit trail intact: 10 events",
+    "audit_head_id": 10,
+    "audit_prefix_of_live": True,
+    "tables_differing": {},
+    "rows": 50,
+    "documents": 3,
+    "documents_unreadable": 0,
+}
+
+
+@pytest.mark.parametrize(
+    ("backup", "problem"),
+    [
+        ({"ok": False}, "the backup under load failed"),
+        ({"ok": True, "restore": {"restored": False, "problems": ["refused"]}}, "refused"),
+        ({"ok": True, "restore": {**RESTORED, "audit_verify": "FAILED: broken at 4"}}, "audit verify"),
+        ({"ok": True, "restore": {**RESTORED, "tables_differing": {"delivery": {}}}}, "row counts differ"),
+        ({"ok": True, "restore": {**RESTORED, "audit_prefix_of_live": False}}, "not the live one"),
+        ({"ok": True, "restore": {**RESTORED, "documents_unreadable": 2}}, "2 restored PDFs"),
+    ],
+)
+def test_a_backup_that_fails_any_check_is_reported_as_a_problem(backup, problem):
+    problems = load.backup_problems(backup)
+    assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_a_backup_that_passes_every_check_or_none_asked_for_is_no_problem():
+    assert load.backup_problems({"ok": True, "restore": RESTORED}) == []
+    assert load.backup_problems(None) == []
