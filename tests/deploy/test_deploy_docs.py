@@ -32,20 +32,29 @@ def test_the_settings_file_names_every_setting():
     assert listed - settings_the_portal_reads() == set()  # nothing the portal would ignore
 
 
-def test_the_settings_file_read_by_sh_is_a_production_configuration(tmp_path):
+def filled_settings() -> str:
+    """The settings file of the doc with its placeholders filled in: new keys, `placeholder` for the other values."""
     filled = env_block()
     filled = filled.replace("<48 random bytes, from the command above>", secrets.token_urlsafe(48))
     filled = filled.replace("<32 random bytes, from the command above>", secrets.token_urlsafe(32))
-    filled = re.sub(r"<[^>\n]*>(?=[@\n])", "placeholder", filled.replace("myhug:<DB_PASSWORD>@", "myhug:pw@"))
-    env_file = tmp_path / "myhug.env"
-    env_file.write_text(filled)
+    return re.sub(r"<[^>\n]*>(?=[@\n])", "placeholder", filled.replace("myhug:<DB_PASSWORD>@", "myhug:pw@"))
+
+
+def read_by_sh(env_file: Path) -> dict[str, str]:
+    """The MYHUG_* variables of a settings file read the way the doc's wrapper reads it: `sh`, `set -a`."""
     printed = subprocess.run(
         ["sh", "-c", 'set -a && . "$1" && set +a && env -0', "sh", str(env_file)],
         capture_output=True,
         check=True,
         env={"PATH": "/usr/bin:/bin"},
     ).stdout.decode()
-    environ = dict(item.split("=", 1) for item in printed.split("\0") if item.startswith("MYHUG_"))
+    return dict(item.split("=", 1) for item in printed.split("\0") if item.startswith("MYHUG_"))
+
+
+def test_the_settings_file_read_by_sh_is_a_production_configuration(tmp_path):
+    env_file = tmp_path / "myhug.env"
+    env_file.write_text(filled_settings())
+    environ = read_by_sh(env_file)
     config = load_config(environ, instance_path=tmp_path / "instance")
     assert config["MYHUG_ENV"] == "production"
     assert config["MAIL_DEFAULT_SENDER"] == "myHUG <myhug@hcuge.ch>"
