@@ -80,6 +80,18 @@ def _jobs_and_notifications(migrator: SchemaMigrator) -> None:
         db.execute_sql('CREATE INDEX "delivery_notification_id" ON "delivery" ("notification_id")')
 
 
+def _audit_journal_indexes(migrator: SchemaMigrator) -> None:
+    """What the administrators' journal searches a large trail with (models/audit.py says what each serves):
+    actor_id for the user filter; (action, at), which replaces the index on action alone, and (outcome, at). On
+    1,000,000 events: 7.2 s on SQLite, 8.4 s on PostgreSQL, the trail closed to writes meanwhile (docs/deploy.md)."""
+    existing = {index.name for index in db.get_indexes("audit_event")}
+    for columns in (("actor_id",), ("action", "at"), ("outcome", "at")):
+        if "_".join(("audit_event", *columns)) not in existing:
+            migrate(migrator.add_index("audit_event", columns))
+    if "audit_event_action" in existing:
+        migrate(migrator.drop_index("audit_event", "audit_event_action"))
+
+
 # Append-only: (version, name, function); never edit an entry that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[SchemaMigrator], None]]] = [
     (1, "baseline", _baseline),
@@ -89,6 +101,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[SchemaMigrator], None]]] = [
         add_column("account", "temporary_password_reminded_at", DateTimeField(null=True)),
     ),
     (3, "jobs and notifications", _jobs_and_notifications),
+    (4, "audit journal indexes", _audit_journal_indexes),
 ]
 
 
