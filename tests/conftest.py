@@ -28,6 +28,15 @@ encryption.configure(TEST_DATA_KEY)
 # Production keeps argon2-cffi's RFC 9106 defaults (about 0.1 s a hash here); tests need thousands of hashes.
 passwords.configure(time_cost=1, memory_cost=1024, parallelism=1)
 
+
+@pytest.fixture(autouse=True)
+def _test_data_key():
+    """Every test starts with the suite's data key. create_app installs its app's key process-wide: a test whose app
+    made its own key (a CLI test without DATA_KEY) must not leave it to the next test in the same worker, which
+    would then encrypt with one key what a subprocess or a check reads with TEST_DATA_KEY."""
+    encryption.configure(TEST_DATA_KEY)
+
+
 # Reference data survives between tests; everything else is emptied.
 _KEEP = {"schema_version", "specialty", "document_type"}
 _databases: dict[str, object] = {}
