@@ -151,7 +151,12 @@ class AuditEvent(BaseModel):
     def _about(cls, object_type: str, ids):
         """Events about the rows `ids` (a list of integer ids, or a query that selects them) of one type; object_id
         holds them as text."""
-        values = [str(i) for i in _ids(ids)]
+        ids = _ids(ids)
+        if not isinstance(ids, list):  # too many to list: the subquery, its ids as text
+            return (cls.object_type == object_type) & cls.object_id.in_(
+                ids.select(ids.model._meta.primary_key.cast("TEXT"))
+            )
+        values = [str(i) for i in ids]
         if not values:  # a constant false (`0 = 1`): SQLite tests it once instead of once for each event
             return cls.object_id.in_(values)
         return (cls.object_type == object_type) & cls.object_id.in_(values)
@@ -285,11 +290,19 @@ class AuditEvent(BaseModel):
         return counts
 
 
-def _ids(rows) -> list[int]:
-    """The primary keys of the rows a query selects, read now (a list is taken as it is)."""
+# A filter naming more rows than this keeps them as a subquery: SQLite refuses a statement with more than 32,766
+# parameters, each id is passed twice (as actor and as object), and from a list that long no index helps anyway.
+LISTED_AT_MOST = 2_000
+
+
+def _ids(rows):
+    """The primary keys of the rows a query selects, read now as a list (a list is taken as it is); where there are
+    more than LISTED_AT_MOST, the query selecting them instead."""
     if isinstance(rows, list):
         return rows
-    return [value for (value,) in rows.select(rows.model._meta.primary_key).order_by().tuples()]
+    keys = rows.select(rows.model._meta.primary_key).order_by()
+    listed = [value for (value,) in keys.limit(LISTED_AT_MOST + 1).tuples()]
+    return listed if len(listed) <= LISTED_AT_MOST else keys
 
 
 class AuditHead(BaseModel):

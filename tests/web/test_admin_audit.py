@@ -14,6 +14,7 @@ from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
 from fhir.resources.R4B.bundle import Bundle
 
 from models import Account, AuditEvent, Role
+from models import audit as audit_model
 from security import audit
 from tests.conftest import statements
 from web import admin_audit
@@ -166,6 +167,27 @@ def test_patient_and_document_filters_follow_documents_deliveries_and_designatio
     assert f'href="/admin/journal?document={document.public_id}"' in html
     assert colleague.physician.display_name in html
     assert patient.family_name not in html  # no patient name in the journal
+
+
+def test_a_filter_naming_more_rows_than_it_lists_keeps_them_as_a_subquery_with_the_same_selection(
+    login_as, make_account, deliver, physician_client, monkeypatch
+):
+    """A filter's ids are read into a list only up to LISTED_AT_MOST (SQLite caps a statement's parameters); past
+    that the same rows are selected through a subquery."""
+    admin = login_as(Role.ADMINISTRATOR, username="root")
+    _client, physician = physician_client()
+    mine = deliver(physician.physician, dpi_value="PID-4711")
+    deliver(physician.physician)  # another patient's document
+    for n in range(3):
+        claire = make_account(Role.CLINICIAN, username=f"claire.{n}")
+        record("login.success", account=claire)
+        engine.fire(ACCOUNT, claire, "lock", Actor(Role.ADMINISTRATOR, admin.id))
+    record("document.receive", object_type="document", object_id=mine.document.id)
+    filters = ({"user": "claire"}, {"patient": "PID-4711"}, {"document": mine.document.public_id})
+    listed = [selection(**f) for f in filters]
+    assert all(listed), listed
+    monkeypatch.setattr(audit_model, "LISTED_AT_MOST", 0)  # every non-empty filter
+    assert [selection(**f) for f in filters] == listed
 
 
 def test_pages_cost_the_same_queries_whatever_their_length(client, login_as, make_account, deliver, physician_client):
