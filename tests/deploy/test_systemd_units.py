@@ -299,10 +299,12 @@ def unit_sandbox(unit: Unit, writable: list[Path], visible: list[Path]) -> dict:
     tmpfs = [("/tmp", "1777"), ("/var/tmp", "1777")] if unit.value("PrivateTmp") == "true" else []
     if unit.value("ProtectHome") == "true":
         tmpfs += [(home, "000") for home in HOMES]
-        # The one departure: where the virtual environment's Python is installed under a home (pyenv in /root on
-        # these machines), it stays visible; a server's venv is made by Debian's /usr/bin/python3.
-        python = Path(sys.base_prefix).resolve()
-        visible = [*visible, *([python] if str(python).startswith(tuple(f"{home}/" for home in HOMES)) else [])]
+    # The one departure: what stands for /srv/myhug/app stays visible where it lies under a folder the unit empties:
+    # this checkout and its virtual environment (a CI clone in /tmp), the Python the venv was made from (pyenv in
+    # /root on these machines). On a server they are /srv/myhug/app and Debian's /usr/bin/python3.
+    emptied = tuple(f"{target}/" for target, _mode in tmpfs)
+    installs = {ROOT.resolve(), Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    visible = [*visible, *sorted(path for path in installs if str(path).startswith(emptied))]
     return {
         "read_only": protect_system == "strict",
         "tmpfs": tmpfs,
