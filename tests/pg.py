@@ -31,13 +31,18 @@ def unreachable_reason() -> str | None:
     return None
 
 
-def require() -> None:
-    reason = unreachable_reason()
-    if reason is None:
+def require_service(problem: str | None) -> None:
+    """A service or tool the test needs (PostgreSQL, Chromium, nginx, Redis, systemd-analyze…): where `problem`
+    says it is missing, skip naming it; under MYHUG_REQUIRE_SERVICES=1 (CI, which installs them all) fail instead."""
+    if problem is None:
         return
     if required():
-        pytest.fail(f"{reason}; MYHUG_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
-    pytest.skip(reason)
+        pytest.fail(f"{problem}; MYHUG_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
+    pytest.skip(problem)
+
+
+def require() -> None:
+    require_service(unreachable_reason())
 
 
 _claims: list = []  # the connections holding our claim on a database name, open for the life of the process

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from tests import pg
 from tests.web.conftest import settings
 from web import create_app
 
@@ -43,11 +44,7 @@ def _unavailable() -> str | None:
 
 @pytest.fixture(scope="session")
 def browser():
-    reason = _unavailable()
-    if reason:
-        if os.environ.get("MYHUG_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason}; MYHUG_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
-        pytest.skip(reason)
+    pg.require_service(_unavailable())
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -158,13 +158,13 @@ def portal(database, provider, tmp_path):
         yield server
 
 
-def context_for(browser, tour: Tour, account: Account | None = None):
-    """A fresh browser speaking the tour's language at its width; logged in as `account` (a server-side session, as
+def context_for(browser, server, language: str, width: str = "desktop", account: Account | None = None):
+    """A fresh browser speaking `language` at `width` (VIEWPORTS); logged in as `account` (a server-side session, as
     after the SMS code)."""
-    context = browser.new_context(locale=LOCALES[tour.language], **VIEWPORTS[tour.width])
+    context = browser.new_context(locale=LOCALES[language], **VIEWPORTS[width])
     if account is not None:
-        token = sessions.start(account, "127.0.0.1", "axe", "password+sms")
-        context.add_cookies([{"name": sessions.COOKIE_NAME, "value": token, "url": tour.server.url}])
+        token = sessions.start(account, "127.0.0.1", "browser test", "password+sms")
+        context.add_cookies([{"name": sessions.COOKIE_NAME, "value": token, "url": server.url}])
     page = context.new_page()
     page.set_default_timeout(10_000)
     return context, page
@@ -288,7 +288,7 @@ def administrator_pages(tour: Tour, page) -> None:
 def first_password_page(tour: Tour, browser, make_account) -> None:
     """An account issued a temporary password: the only page it reaches."""
     pending = make_account(Role.CLINICIAN, username=f"provisoire-{tour.language}", state="pending")
-    context, page = context_for(browser, tour, pending)
+    context, page = context_for(browser, tour.server, tour.language, tour.width, pending)
     try:
         tour.visit(page, "/login/provisoire", "first password")
     finally:
@@ -319,7 +319,7 @@ def test_every_page_has_no_serious_accessibility_violation(browser, portal, make
         (account("admin"), administrator_pages),
     ]
     for who, pages in visits:
-        context, page = context_for(browser, tour, who)
+        context, page = context_for(browser, tour.server, tour.language, tour.width, who)
         try:
             pages(tour, page)
         finally:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models import Account, Specialty
-from security import sessions
-from tests.browser.test_accessibility import VIEWPORTS
+from tests.browser.test_accessibility import VIEWPORTS, context_for
 from web import demo
 
 # The pages with the checklist of the 46 FMH specialties, and who opens them.
@@ -15,12 +14,8 @@ CHECKLISTS = {"/profil": "cdupont", "/inscription": None}
 
 def open_at(browser, server, width: str, path: str, username: str | None):
     """A fresh French browser at `width` showing `path`, logged in as `username` when one is given."""
-    context = browser.new_context(locale="fr-CH", **VIEWPORTS[width])
-    if username is not None:
-        token = sessions.start(Account.get(Account.username == username), "127.0.0.1", "layout", "password+sms")
-        context.add_cookies([{"name": sessions.COOKIE_NAME, "value": token, "url": server.url}])
-    page = context.new_page()
-    page.set_default_timeout(10_000)
+    account = Account.get(Account.username == username) if username is not None else None
+    context, page = context_for(browser, server, "fr", width, account)
     response = page.goto(server.url + path)
     assert response.status == 200, f"{path} answered {response.status} at {page.url}"
     return context, page

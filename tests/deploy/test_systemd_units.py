@@ -54,15 +54,6 @@ HOMES = ("/home", "/root", "/run/user")  # what ProtectHome=true empties
 ACCOUNT = {"HOME": "/srv/myhug", "SHELL": "/usr/sbin/nologin"}  # section 2's `adduser`
 
 
-def require(problem: str | None) -> None:
-    """Skip naming what is missing; under MYHUG_REQUIRE_SERVICES=1 (CI) fail instead."""
-    if problem is None:
-        return
-    if pg.required():
-        pytest.fail(f"{problem}; MYHUG_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
-    pytest.skip(problem)
-
-
 def install_paths(base: Path) -> dict[str, str]:
     """Where this test installs what the doc puts in /srv and /etc (the virtual environment first: it is inside)."""
     return {
@@ -166,7 +157,7 @@ def verify(folder: Path, units: dict[str, str], name: str) -> list[str]:
     """The units written into `folder` (install paths substituted), then what `systemd-analyze verify` says about
     `name` (a template: its instance 8001). It exits 0 on an unknown key or a value it cannot parse, and only warns:
     any line it prints about the unit counts as a complaint."""
-    require(None if systemd_analyze() else "systemd-analyze is not installed (apt-get install systemd)")
+    pg.require_service(None if systemd_analyze() else "systemd-analyze is not installed (apt-get install systemd)")
     for unit_name, text in units.items():
         (folder / unit_name).write_text(installed(text, folder))
     (folder / "myhug.env").write_text("MYHUG_ENV=production\n")
@@ -205,7 +196,7 @@ def test_the_check_catches_a_typo_in_a_unit(tmp_path, name, written, typo):
 
 
 def test_systemd_reads_the_time_spans_as_this_file_does():
-    require(None if systemd_analyze() else "systemd-analyze is not installed (apt-get install systemd)")
+    pg.require_service(None if systemd_analyze() else "systemd-analyze is not installed (apt-get install systemd)")
     spans = {Unit(text).value("TimeoutStopSec") for text in UNITS.values()} - {None} | {DEFAULT_TIMEOUT_START}
     for span in spans:
         said = subprocess.run([systemd_analyze(), "timespan", span], capture_output=True, text=True, check=True)
@@ -314,7 +305,7 @@ def unit_sandbox(unit: Unit, writable: list[Path], visible: list[Path]) -> dict:
 
 
 def test_the_sandbox_lets_a_unit_write_only_where_it_says(tmp_path):
-    require(sandbox_problem())
+    pg.require_service(sandbox_problem())
     unit = Unit(installed(UNITS[JOBS], tmp_path))
     [blobs] = map(Path, unit.values("ReadWritePaths"))
     blobs.mkdir()
@@ -356,7 +347,7 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory) -> Deployment:
-    require(sandbox_problem())
+    pg.require_service(sandbox_problem())
     deployment = Deployment(tmp_path_factory.mktemp("deployment"))
     settings = installed(filled_settings(), deployment.base)  # MYHUG_BLOB_DIR too: the unit's ReadWritePaths
     settings = replace_line(settings, "MYHUG_DATABASE_URL", f"sqlite:///{deployment.database}")
@@ -598,9 +589,9 @@ def test_nginx_accepts_the_site_copied_as_section_9_says(tmp_path):
     namespace where sites-available, sites-enabled and nginx's state are the test's and everything else is
     read-only (nothing of this machine's nginx is touched). tests/deploy/test_cluster.py checks the cluster's
     rendering of the same file (no port 80, no IPv6, other logs), not this copy."""
-    require(None if cluster.nginx_binary() else "nginx is not installed (apt-get install nginx)")
-    require(None if shutil.which("openssl") else "openssl is not installed (apt-get install openssl)")
-    require(sandbox_problem())
+    pg.require_service(None if cluster.nginx_binary() else "nginx is not installed (apt-get install nginx)")
+    pg.require_service(None if shutil.which("openssl") else "openssl is not installed (apt-get install openssl)")
+    pg.require_service(sandbox_problem())
     debian = Path("/etc/nginx")
     main = debian / "nginx.conf"
     if not main.is_file() or "include /etc/nginx/sites-enabled/*;" not in main.read_text(errors="replace"):

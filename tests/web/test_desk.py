@@ -29,6 +29,7 @@ from models import (
 from models.enrollment import DESK_ZONE
 from security import audit, sessions
 from security.encryption import BlobStore, decrypt_field, keyring
+from tests.conftest import statements
 from workflows import ENROLLMENT, Actor, engine
 
 from .conftest import csrf_token_in
@@ -599,28 +600,6 @@ def test_search_finds_an_applicant_who_has_not_confirmed_the_email(client, valid
     )
 
 
-def count_queries(database):
-    """A context manager counting the SQL statements the database runs."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def counting():
-        executed = []
-        original = database.execute_sql
-
-        def execute_sql(sql, params=None, *args, **kwargs):
-            executed.append(sql)
-            return original(sql, params, *args, **kwargs)
-
-        database.execute_sql = execute_sql
-        try:
-            yield executed
-        finally:
-            del database.execute_sql
-
-    return counting()
-
-
 def test_queue_costs_the_same_number_of_queries_for_any_length(
     client, database, desk_client, validator, submit_application
 ):
@@ -635,10 +614,10 @@ def test_queue_costs_the_same_number_of_queries_for_any_length(
                 walk(desk_client, app, "presented")
 
     add(1, 2)
-    with count_queries(database) as few:
+    with statements() as few:
         page(client, "/guichet")
     add(10, 8)
-    with count_queries(database) as many:
+    with statements() as many:
         html = page(client, "/guichet")
     assert len(queue_references(html)) == 10
     assert few and len(many) == len(few), (few, many)

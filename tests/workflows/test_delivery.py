@@ -24,6 +24,7 @@ from models import (
 from models.documents import SEED_DOCUMENT_TYPES
 from security import audit
 from security.passwords import hash_password
+from tests.conftest import statements
 from workflows import ACCOUNT, DELIVERY, SYSTEM, Actor, TransitionRefused, available_actions, engine, may
 from workflows.delivery import advance
 
@@ -40,22 +41,6 @@ def _stored(delivery: Delivery) -> Delivery:
 def _log(delivery: Delivery) -> list[TransitionLog]:
     where = (TransitionLog.workflow == "delivery") & (TransitionLog.object_id == delivery.id)
     return list(TransitionLog.select().where(where).order_by(TransitionLog.id))
-
-
-def _statements(database, call, *args) -> tuple[list[str], object]:
-    """(the SQL statements `call(*args)` sent, its result)."""
-    statements = []
-    execute = database.execute_sql
-
-    def spy(sql, params=None, *more, **kwargs):
-        statements.append(sql)
-        return execute(sql, params, *more, **kwargs)
-
-    database.execute_sql = spy
-    try:
-        return statements, call(*args)
-    finally:
-        del database.execute_sql
 
 
 def _triggers(delivery: Delivery) -> list[str]:
@@ -460,8 +445,9 @@ def test_advance_writes_the_delivery_once_for_several_steps(sent, database):
     """new → available is three automatic steps after the creation, persisted as ONE compare-and-set UPDATE of
     the delivery (each step keeps its own log row and audit event)."""
     delivery = sent()
-    statements, _ = _statements(database, advance, delivery)
-    updates = [sql for sql in statements if sql.startswith('UPDATE "delivery"')]
+    with statements() as seen:
+        advance(delivery)
+    updates = [sql for sql in seen if sql.startswith('UPDATE "delivery"')]
     assert len(updates) == 1 and '("delivery"."version" = ' in updates[0]  # from the version it was read at
     assert (_stored(delivery).state, _stored(delivery).version) == ("available", 4)
 
@@ -615,10 +601,11 @@ def test_fire_many_notifies_every_row_in_one_update_with_a_log_row_and_event_eac
     deliveries = [advance(sent()) for _ in range(3)]
     events, logs = AuditEvent.select().count(), TransitionLog.select().count()
 
-    statements, (fired, refused) = _statements(database, engine.fire_many, DELIVERY, deliveries, "notify", SYSTEM)
+    with statements() as seen:
+        fired, refused = engine.fire_many(DELIVERY, deliveries, "notify", SYSTEM)
 
-    assert len([sql for sql in statements if sql.startswith('UPDATE "delivery"')]) == 1
-    assert len([sql for sql in statements if sql.startswith('INSERT INTO "transition_log"')]) == 1
+    assert len([sql for sql in seen if sql.startswith('UPDATE "delivery"')]) == 1
+    assert len([sql for sql in seen if sql.startswith('INSERT INTO "transition_log"')]) == 1
 
     assert (len(fired), refused) == (3, [])
     stored = [_stored(d) for d in deliveries]
