@@ -69,6 +69,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/load.py` from anywhere
@@ -508,6 +509,7 @@ def restore_and_check(layout: cluster.Layout, settings: Mapping[str, str], live:
     decrypts with the data key and matches its SHA-256."""
     from config import decode_data_key
     from security.encryption import BlobStore
+    from workflows.documents import blob_context
 
     target = dataclasses.replace(layout, database=f"{layout.database}_restored")
     blob_dir = layout.root / "restored-blobs"
@@ -551,7 +553,7 @@ def restore_and_check(layout: cluster.Layout, settings: Mapping[str, str], live:
         store, unreadable = BlobStore(blob_dir, decode_data_key(settings["MYHUG_DATA_KEY"])), 0
         for public_id, blob_id, sha256 in documents:
             try:
-                pdf = store.get(blob_id, f"document:{public_id}")  # workflows.documents.blob_context
+                pdf = store.get(blob_id, blob_context(SimpleNamespace(public_id=public_id)))
             except Exception:  # missing, or not decryptable with the key: the document would be lost
                 unreadable += 1
                 continue
